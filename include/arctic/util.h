@@ -1,0 +1,45 @@
+/* util: logging, errno names, invariants. Shared by every module. */
+#ifndef ARCTIC_UTIL_H
+#define ARCTIC_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ARC_CACHELINE 64
+#define ARC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define ARC_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ARC_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Invariant checks stay on in every build: a broken invariant in a proxy
+ * means corrupted streams, so stopping loudly is the safe outcome. */
+#define ARC_BUG_ON(cond)                                                     \
+	do {                                                                 \
+		if (ARC_UNLIKELY(cond))                                      \
+			arc_bug(__FILE__, __LINE__, #cond);                  \
+	} while (0)
+
+void arc_bug(const char *file, int line, const char *cond)
+	__attribute__((noreturn));
+
+/* Symbolic name of an errno value ("ECONNREFUSED"); never NULL. Accepts
+ * both positive errno and negative -errno as returned by io_uring. */
+const char *arc_errname(int err);
+
+/* One line on stderr prefixed with "arctic-proxy: ". Thread-safe: the line
+ * is formatted first and written with a single write(2). */
+void arc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Monotonic clock in nanoseconds / milliseconds. */
+uint64_t arc_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,97 @@
+/* worker: one thread per planned CPU, with its own io_uring, its own
+ * SO_REUSEPORT listener, its own connection slab and relay buffers. A
+ * worker touches only its own state on the data path; the one shared
+ * word is the global active-connection count used for max_connections. */
+#ifndef ARCTIC_WORKER_H
+#define ARCTIC_WORKER_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "arctic/stats.h"
+
+struct config;
+struct conn;
+struct topo_plan;
+
+/* State shared by every worker and the main thread. */
+struct shared {
+	const struct config *cfg;
+	const struct topo_plan *plan;
+	_Atomic int64_t active __attribute__((aligned(64)));
+	/* start-up handshake */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	unsigned ready, failed;
+	char error[512];
+	_Atomic unsigned finished;
+};
+
+enum worker_state { W_RUNNING, W_DRAINING, W_DONE };
+
+struct worker {
+	struct io_uring ring;
+	const struct config *cfg;
+	struct shared *sh;
+	struct worker_stats *stats;
+
+	/* connection slab: slots [0, cap); free list through conn.next */
+	struct conn *conns;
+	uint32_t cap, hwm, free_head, nconns;
+
+	/* relay buffers: one provided-buffer ring, group 0 */
+	struct io_uring_buf_ring *br;
+	uint8_t *bufs;
+	uint32_t buf_size, buf_count;
+	/* directions parked on -ENOBUFS, FIFO through conn.wait_next */
+	uint32_t wait_head, wait_tail;
+
+	/* idle timeout: LRU list through conn.idle_prev/next, head = oldest */
+	uint32_t idle_head, idle_tail;
+	uint32_t now_s;
+
+	int listen_fd;
+	int wake_fd;
+	uint64_t wake_val;
+	bool accept_armed, accept_paused, tick_armed;
+	enum worker_state state;
+	uint64_t drain_deadline_ns;
+
+	struct __kernel_timespec connect_ts, tick_ts, pause_ts;
+	uint64_t last_log_ns[4];
+
+	unsigned idx;
+	unsigned arena;
+	pthread_t thread;
+} __attribute__((aligned(64)));
+
+/* Starts worker thread idx; it pins itself, allocates, arms accept and
+ * reports through sh. 0 or -errno. */
+int worker_start(struct worker *w, struct shared *sh, unsigned idx,
+		 int listen_fd);
+
+/* Asks a worker to stop accepting and drain (signal-safe: one write). */
+void worker_wake(struct worker *w);
+
+void worker_join(struct worker *w);
+
+/* Rate-limited log (at most one line per second per kind). */
+void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* io_uring helpers used by relay: an SQE, submitting to make room. */
+struct io_uring_sqe *worker_sqe(struct worker *w);
+
+/* Returns relay buffer bid to the ring and wakes one parked direction. */
+void worker_buf_put(struct worker *w, uint16_t bid);
+
+static inline uint8_t *worker_buf(struct worker *w, uint16_t bid)
+{
+	return w->bufs + (size_t)bid * w->buf_size;
+}
+
+#endif

@@ -1,0 +1,339 @@
+/* main: wiring only. Parse, plan, raise limits, check the upstream, bind
+ * the listeners, start the workers, then print stats and handle signals
+ * until the drain is over. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arctic/alloc.h"
+#include "arctic/config.h"
+#include "arctic/net.h"
+#include "arctic/probe.h"
+#include "arctic/stats.h"
+#include "arctic/topology.h"
+#include "arctic/util.h"
+#include "arctic/worker.h"
+
+#ifndef ARCTIC_VERSION
+#define ARCTIC_VERSION "0.0.0"
+#endif
+
+extern char **environ;
+
+static void print_settings(FILE *f, const struct config *cfg, bool json)
+{
+	char val[300];
+	for (size_t i = 0; i < cfg_option_count; i++) {
+		const struct cfg_option *o = &cfg_options[i];
+		cfg_format(cfg, o, val, sizeof(val));
+		if (json) {
+			fprintf(f, "%s\"%s\":", i ? "," : "", o->name);
+			if (o->type == CFG_T_U32 || o->type == CFG_T_BOOL)
+				fprintf(f, "%s", val);
+			else
+				fprintf(f, "\"%s\"", val);
+		} else {
+			fprintf(f, "  %-28s %s\n", o->name, val);
+		}
+	}
+}
+
+static void print_plan(const struct config *cfg, const struct topo_plan *p)
+{
+	if (cfg->plan_json) {
+		printf("{\"source\":\"%s\",\"policy\":\"%s\",\"workers\":[",
+		       p->source, p->policy);
+		for (size_t i = 0; i < p->nworkers; i++) {
+			const struct topo_worker *w = &p->w[i];
+			printf("%s{\"worker\":%zu,\"pu\":%d,\"core\":%d,\"package\":%d,"
+			       "\"node\":%d,\"arena\":%d,\"sqpoll_cpu\":%d,\"why\":\"%s\"}",
+			       i ? "," : "", i, w->pu, w->core, w->package,
+			       w->node, w->node_slot, w->sqpoll_cpu, w->why);
+		}
+		printf("],\"nodes\":[");
+		for (size_t k = 0; k < p->nnodes; k++)
+			printf("%s%d", k ? "," : "", p->nodes[k]);
+		printf("],\"settings\":{");
+		print_settings(stdout, cfg, true);
+		printf("}}\n");
+		return;
+	}
+	printf("placement plan for %s: %s\n\n", p->source, p->policy);
+	printf("%-7s %-5s %-5s %-8s %-5s %-6s %-11s %s\n", "worker", "pu",
+	       "core", "package", "node", "arena", "sqpoll_cpu", "why");
+	for (size_t i = 0; i < p->nworkers; i++) {
+		const struct topo_worker *w = &p->w[i];
+		printf("%-7zu %-5d %-5d %-8d %-5d %-6d %-11d %s\n", i, w->pu,
+		       w->core, w->package, w->node, w->node_slot,
+		       w->sqpoll_cpu, w->why);
+	}
+	printf("\nsettings:\n");
+	print_settings(stdout, cfg, false);
+}
+
+/* Two descriptors per connection (client, upstream), six in splice mode
+ * (plus two pipes), and a margin for listeners, rings and eventfds. */
+static void raise_nofile(struct config *cfg, size_t nworkers)
+{
+	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
+	uint64_t slack = 64 + 4 * (uint64_t)nworkers;
+	uint64_t need = (uint64_t)cfg->max_connections * per + slack;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		arc_log("getrlimit(RLIMIT_NOFILE) failed: %s", arc_errname(errno));
+		return;
+	}
+	if (rl.rlim_cur < need) {
+		rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need
+				      ? need
+				      : rl.rlim_max;
+		struct rlimit nl = {.rlim_cur = want, .rlim_max = rl.rlim_max};
+		if (setrlimit(RLIMIT_NOFILE, &nl) == 0)
+			rl.rlim_cur = want;
+		else
+			arc_log("setrlimit(RLIMIT_NOFILE, %llu) failed: %s",
+				(unsigned long long)want, arc_errname(errno));
+	}
+	if (rl.rlim_cur < need) {
+		uint64_t cap = rl.rlim_cur > slack ? (rl.rlim_cur - slack) / per : 1;
+		if (cap < 1)
+			cap = 1;
+		if (cap < cfg->max_connections) {
+			arc_log("max_connections capped at %llu by the open-files limit "
+				"(%llu descriptors, %llu per connection; asked %u): raise "
+				"it with ulimit -n",
+				(unsigned long long)cap,
+				(unsigned long long)rl.rlim_cur,
+				(unsigned long long)per, cfg->max_connections);
+			cfg->max_connections = (uint32_t)cap;
+		}
+	}
+}
+
+static int bind_listeners(struct config *cfg, int *fds, size_t n)
+{
+	char err[300];
+	for (size_t i = 0; i < n; i++) {
+		int fd = net_listen(cfg, &cfg->listen, err, sizeof(err));
+		if (fd < 0) {
+			arc_log("%s", err);
+			for (size_t k = 0; k < i; k++)
+				close(fds[k]);
+			return -1;
+		}
+		fds[i] = fd;
+		if (i == 0 && net_port(&cfg->listen) == 0) {
+			/* port 0: every worker shares the port the kernel
+			 * picked for the first listener */
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			if (getsockname(fd, (struct sockaddr *)&ss, &sl) == -1) {
+				arc_log("getsockname(%s) failed: %s",
+					cfg->listen.text, arc_errname(errno));
+				close(fd);
+				return -1;
+			}
+			uint16_t port = ss.ss_family == AF_INET6
+						? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+						: ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			net_set_port(&cfg->listen, port);
+		}
+	}
+	return 0;
+}
+
+static void emit(const char *buf, size_t len)
+{
+	/* A closed or full stdout must never stop the proxy: the result is
+	 * ignored (SIGPIPE is ignored too). */
+	ssize_t n = write(STDOUT_FILENO, buf, len);
+	(void)n;
+}
+
+static void collect(struct worker *ws, size_t n, struct stats_snap *per,
+		    struct stats_snap *total)
+{
+	memset(total, 0, sizeof(*total));
+	for (size_t i = 0; i < n; i++) {
+		stats_read(ws[i].stats, &per[i]);
+		stats_sum(total, &per[i]);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct config cfg;
+	char err[600];
+
+	int action = cfg_parse(&cfg, argc, argv, environ, err, sizeof(err));
+	if (action < 0) {
+		arc_log("%s", err);
+		return 2;
+	}
+	if (action == CFG_HELP) {
+		cfg_usage(stdout);
+		return 0;
+	}
+	if (action == CFG_VERSION) {
+		printf("arctic-proxy %s\n", ARCTIC_VERSION);
+		probe_print(stdout);
+		return 0;
+	}
+
+	struct topo_plan plan;
+	if (topo_plan(&cfg, &plan, err, sizeof(err))) {
+		arc_log("%s", err);
+		return 2;
+	}
+	if (action == CFG_PLAN) {
+		print_plan(&cfg, &plan);
+		topo_plan_free(&plan);
+		return 0;
+	}
+	if (!plan.is_this_system) {
+		arc_log("the plan comes from %s, not this machine: use it with --plan only",
+			plan.source);
+		return 2;
+	}
+	if (probe_check(&cfg, err, sizeof(err))) {
+		arc_log("%s", err);
+		return 2;
+	}
+
+	size_t nw = plan.nworkers;
+	raise_nofile(&cfg, nw);
+
+	if (cfg.upstream_test_timeout_secs) {
+		int rc = net_check_upstream(&cfg.upstream, cfg.upstream_test_timeout_secs);
+		if (rc) {
+			arc_log("upstream check: connect(%s) failed: %s (timeout %u s; "
+				"upstream_test_timeout_secs=0 skips the check)",
+				cfg.upstream.text, arc_errname(rc),
+				cfg.upstream_test_timeout_secs);
+			return 1;
+		}
+	}
+
+	/* Signals are taken synchronously by this thread only. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int rc = mem_init((unsigned)plan.nnodes);
+	if (rc) {
+		arc_log("creating %zu jemalloc arenas failed: %s", plan.nnodes,
+			arc_errname(rc));
+		return 1;
+	}
+	int *fds = calloc(nw, sizeof(int));
+	struct worker *ws = aligned_alloc(64, nw * sizeof(struct worker));
+	struct stats_snap *per = calloc(nw, sizeof(*per));
+	if (!fds || !ws || !per) {
+		arc_log("out of memory for %zu workers", nw);
+		return 1;
+	}
+	if (bind_listeners(&cfg, fds, nw))
+		return 1;
+
+	static struct shared sh;
+	sh.cfg = &cfg;
+	sh.plan = &plan;
+	pthread_mutex_init(&sh.lock, NULL);
+	pthread_cond_init(&sh.cond, NULL);
+	for (size_t i = 0; i < nw; i++) {
+		rc = worker_start(&ws[i], &sh, (unsigned)i, fds[i]);
+		if (rc) {
+			arc_log("starting worker %zu failed: %s", i, arc_errname(rc));
+			_exit(1);
+		}
+	}
+	pthread_mutex_lock(&sh.lock);
+	while (sh.ready + sh.failed < nw)
+		pthread_cond_wait(&sh.cond, &sh.lock);
+	pthread_mutex_unlock(&sh.lock);
+	if (sh.failed) {
+		arc_log("%s", sh.error);
+		_exit(1);
+	}
+
+	arc_log("arctic-proxy %s: %zu worker%s (%s), io_mode=%s, max_connections=%u, "
+		"jemalloc arenas=%zu%s",
+		ARCTIC_VERSION, nw, nw == 1 ? "" : "s", plan.policy,
+		cfg.io_mode == CFG_IO_SPLICE ? "splice" : "buffer",
+		cfg.max_connections, plan.nnodes,
+		mem_have_jemalloc() ? "" : " (libc allocator)");
+	arc_log("listening on %s, upstream %s", cfg.listen.text, cfg.upstream.text);
+
+	struct stats_snap total, prev;
+	memset(&prev, 0, sizeof(prev));
+	uint64_t interval = (uint64_t)cfg.stats_interval_ms * 1000000ull;
+	uint64_t t0 = arc_now_ns(), last = t0, next = t0 + interval;
+	int shutting = 0;
+	char line[8192];
+	for (;;) {
+		uint64_t now = arc_now_ns();
+		if (shutting && atomic_load(&sh.finished) == nw)
+			break;
+		if (now >= next) {
+			collect(ws, nw, per, &total);
+			size_t len = cfg.stats_format == CFG_STATS_JSON
+					     ? stats_format_json(line, sizeof(line),
+								 (now - t0) / 1000000, &total,
+								 &prev, per, nw, now - last)
+					     : stats_format_text(line, sizeof(line), &total,
+								 &prev, now - last);
+			emit(line, len);
+			prev = total;
+			last = now;
+			next += interval;
+			if (next <= now)
+				next = now + interval;
+			continue;
+		}
+		uint64_t wait = next - now;
+		if (shutting && wait > 50000000ull)
+			wait = 50000000ull; /* notice the end of the drain */
+		struct timespec ts = {.tv_sec = (time_t)(wait / 1000000000ull),
+				      .tv_nsec = (long)(wait % 1000000000ull)};
+		int sig = sigtimedwait(&sigs, NULL, &ts);
+		if (sig <= 0)
+			continue;
+		if (shutting) {
+			arc_log("second signal (%s): exiting now", sigabbrev_np(sig));
+			_exit(128 + sig);
+		}
+		shutting = sig;
+		collect(ws, nw, per, &total);
+		arc_log("%s received: listeners closed, draining %llu connection%s "
+			"for up to %u s (a second signal exits now)",
+			sigabbrev_np(sig), (unsigned long long)stats_active(&total),
+			stats_active(&total) == 1 ? "" : "s", cfg.shutdown_drain_secs);
+		for (size_t i = 0; i < nw; i++)
+			worker_wake(&ws[i]);
+	}
+	for (size_t i = 0; i < nw; i++)
+		worker_join(&ws[i]);
+	collect(ws, nw, per, &total);
+	if (total.c[ST_DRAIN_ABORTED])
+		arc_log("drain timeout after %u s: %llu connection%s remaining, aborted",
+			cfg.shutdown_drain_secs,
+			(unsigned long long)total.c[ST_DRAIN_ABORTED],
+			total.c[ST_DRAIN_ABORTED] == 1 ? "" : "s");
+	else
+		arc_log("all connections drained");
+	arc_log("shutdown complete");
+	topo_plan_free(&plan);
+	return 0;
+}

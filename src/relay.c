@@ -1,0 +1,610 @@
+#define _GNU_SOURCE
+#include "arctic/relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arctic/config.h"
+#include "arctic/net.h"
+#include "arctic/util.h"
+#include "arctic/worker.h"
+
+enum { LOG_CONNECT = 1, LOG_OTHER = 2 };
+
+static inline uint32_t slot_of(const struct worker *w, const struct conn *c)
+{
+	return (uint32_t)(c - w->conns);
+}
+
+static inline uint64_t ud_of(const struct worker *w, const struct conn *c,
+			     unsigned op)
+{
+	return relay_ud(op, slot_of(w, c), c->gen);
+}
+
+/* ---- slab ---------------------------------------------------------- */
+
+static struct conn *slot_alloc(struct worker *w)
+{
+	uint32_t i;
+	if (w->free_head != RELAY_NONE) {
+		i = w->free_head;
+		w->free_head = w->conns[i].next;
+	} else if (w->hwm < w->cap) {
+		i = w->hwm++;
+	} else {
+		return NULL;
+	}
+	struct conn *c = &w->conns[i];
+	uint32_t gen = c->gen;
+	memset(c, 0, sizeof(*c));
+	c->gen = gen;
+	c->fd[0] = c->fd[1] = -1;
+	c->idle_prev = c->idle_next = RELAY_NONE;
+	c->wait_prev = c->wait_next = RELAY_NONE;
+	for (int d = 0; d < 2; d++)
+		if (w->cfg->io_mode == CFG_IO_SPLICE)
+			c->dir[d].s.pipe_r = c->dir[d].s.pipe_w = -1;
+	return c;
+}
+
+static void slot_free(struct worker *w, struct conn *c)
+{
+	c->state = CONN_FREE;
+	c->gen = (c->gen + 1) & 0xffffff;
+	c->next = w->free_head;
+	w->free_head = slot_of(w, c);
+}
+
+/* ---- idle LRU (only maintained when ARCTIC_IDLE_TIMEOUT_S is set) --- */
+
+static void idle_unlink(struct worker *w, struct conn *c)
+{
+	uint32_t i = slot_of(w, c);
+	if (c->idle_prev == RELAY_NONE && w->idle_head != i)
+		return; /* not on the list */
+	if (c->idle_prev != RELAY_NONE)
+		w->conns[c->idle_prev].idle_next = c->idle_next;
+	else
+		w->idle_head = c->idle_next;
+	if (c->idle_next != RELAY_NONE)
+		w->conns[c->idle_next].idle_prev = c->idle_prev;
+	else
+		w->idle_tail = c->idle_prev;
+	c->idle_prev = c->idle_next = RELAY_NONE;
+}
+
+static void idle_touch(struct worker *w, struct conn *c)
+{
+	if (!w->cfg->idle_timeout_s)
+		return;
+	c->last_active = w->now_s;
+	uint32_t i = slot_of(w, c);
+	if (w->idle_tail == i)
+		return;
+	idle_unlink(w, c);
+	c->idle_prev = w->idle_tail;
+	if (w->idle_tail != RELAY_NONE)
+		w->conns[w->idle_tail].idle_next = i;
+	else
+		w->idle_head = i;
+	w->idle_tail = i;
+}
+
+/* ---- -ENOBUFS parking: FIFO of connections with a starved direction - */
+
+static bool parked(const struct conn *c)
+{
+	return (c->dir[0].flags | c->dir[1].flags) & DF_WAIT_BUF;
+}
+
+static void park(struct worker *w, struct conn *c, int d)
+{
+	bool was = parked(c);
+	c->dir[d].flags |= DF_WAIT_BUF;
+	if (was)
+		return;
+	uint32_t i = slot_of(w, c);
+	c->wait_next = RELAY_NONE;
+	c->wait_prev = w->wait_tail;
+	if (w->wait_tail != RELAY_NONE)
+		w->conns[w->wait_tail].wait_next = i;
+	else
+		w->wait_head = i;
+	w->wait_tail = i;
+}
+
+static void unpark_unlink(struct worker *w, struct conn *c)
+{
+	if (!parked(c))
+		return;
+	if (c->wait_prev != RELAY_NONE)
+		w->conns[c->wait_prev].wait_next = c->wait_next;
+	else
+		w->wait_head = c->wait_next;
+	if (c->wait_next != RELAY_NONE)
+		w->conns[c->wait_next].wait_prev = c->wait_prev;
+	else
+		w->wait_tail = c->wait_prev;
+	c->wait_prev = c->wait_next = RELAY_NONE;
+	c->dir[0].flags &= (uint8_t)~DF_WAIT_BUF;
+	c->dir[1].flags &= (uint8_t)~DF_WAIT_BUF;
+}
+
+/* ---- teardown ------------------------------------------------------ */
+
+static void conn_release(struct worker *w, struct conn *c)
+{
+	ARC_BUG_ON(c->inflight != 0);
+	for (int d = 0; d < 2; d++) {
+		struct relay_dir *x = &c->dir[d];
+		if (w->cfg->io_mode == CFG_IO_SPLICE) {
+			if (x->s.pipe_r >= 0)
+				close(x->s.pipe_r);
+			if (x->s.pipe_w >= 0)
+				close(x->s.pipe_w);
+		} else {
+			while (x->q_count) {
+				worker_buf_put(w, x->b.q_bid[x->q_head]);
+				x->q_head = (x->q_head + 1) % RELAY_MAX_INFLIGHT;
+				x->q_count--;
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		if (c->fd[i] >= 0)
+			close(c->fd[i]);
+	w->nconns--;
+	atomic_fetch_sub_explicit(&w->sh->active, 1, memory_order_relaxed);
+	stats_add(w->stats, ST_CLOSED, 1);
+	slot_free(w, c);
+}
+
+/* Ends a connection. rst: abort with RST on both sockets (errors, resets,
+ * drain timeout); otherwise a plain close (FIN after every byte). Pending
+ * operations are cancelled and the slot is released when the last one
+ * has completed, so no completion can land on a reused slot. */
+static void conn_close(struct worker *w, struct conn *c, bool rst)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	c->state = CONN_CLOSING;
+	idle_unlink(w, c);
+	unpark_unlink(w, c);
+	if (rst)
+		for (int i = 0; i < 2; i++)
+			if (c->fd[i] >= 0)
+				net_set_rst(c->fd[i]);
+	if (!c->inflight) {
+		conn_release(w, c);
+		return;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (c->fd[i] < 0)
+			continue;
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		/* ALL: every request on this fd (recv, send, poll, connect). */
+		io_uring_prep_cancel_fd(sqe, c->fd[i], IORING_ASYNC_CANCEL_ALL);
+		io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+	}
+}
+
+static void conn_fail(struct worker *w, struct conn *c, int res)
+{
+	(void)res;
+	stats_add(w->stats, ST_ERR_RESET, 1);
+	conn_close(w, c, true);
+}
+
+/* ---- buffer mode ---------------------------------------------------- */
+
+static void submit_shutdown(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_shutdown(sqe, c->fd[1 - d], SHUT_WR);
+	io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_SHUTDOWN | (unsigned)d));
+	x->flags |= DF_SHUT;
+	c->inflight++;
+}
+
+static void pump_buf(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	int from = c->fd[d], to = c->fd[1 - d];
+
+	if (!(x->flags & DF_SEND) && x->q_count) {
+		uint16_t bid = x->b.q_bid[x->q_head];
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		/* MSG_NOSIGNAL: a peer gone away is an error code, not a
+		 * SIGPIPE. */
+		io_uring_prep_send(sqe, to, worker_buf(w, bid) + x->send_off,
+				   x->b.q_len[x->q_head] - x->send_off,
+				   MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_SEND | (unsigned)d));
+		x->flags |= DF_SEND;
+		c->inflight++;
+	}
+	if (!(x->flags & (DF_RECV | DF_EOF | DF_WAIT_BUF)) &&
+	    x->q_count < w->cfg->inflight) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		/* BUFFER_SELECT: the kernel picks a buffer from group 0 only
+		 * when data arrives, so an idle connection holds none. */
+		io_uring_prep_recv(sqe, from, NULL, w->buf_size, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = 0;
+		io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_RECV | (unsigned)d));
+		x->flags |= DF_RECV;
+		c->inflight++;
+	}
+	if ((x->flags & DF_EOF) && !x->q_count &&
+	    !(x->flags & (DF_SEND | DF_SHUT)))
+		submit_shutdown(w, c, d);
+}
+
+static void on_recv(struct worker *w, struct conn *c, int d,
+		    struct io_uring_cqe *cqe)
+{
+	struct relay_dir *x = &c->dir[d];
+	int res = cqe->res;
+	x->flags &= (uint8_t)~DF_RECV;
+	if (res > 0) {
+		ARC_BUG_ON(!(cqe->flags & IORING_CQE_F_BUFFER));
+		ARC_BUG_ON(x->q_count >= RELAY_MAX_INFLIGHT);
+		uint8_t tail = (x->q_head + x->q_count) % RELAY_MAX_INFLIGHT;
+		x->b.q_bid[tail] = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+		x->b.q_len[tail] = (uint32_t)res;
+		x->q_count++;
+		idle_touch(w, c);
+		pump_buf(w, c, d);
+		return;
+	}
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		worker_buf_put(w, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT));
+	if (res == 0) {
+		x->flags |= DF_EOF;
+		pump_buf(w, c, d);
+	} else if (res == -ENOBUFS) {
+		park(w, c, d);
+	} else {
+		conn_fail(w, c, res);
+	}
+}
+
+static void on_send(struct worker *w, struct conn *c, int d, int res)
+{
+	struct relay_dir *x = &c->dir[d];
+	x->flags &= (uint8_t)~DF_SEND;
+	if (res <= 0) {
+		conn_fail(w, c, res ? res : -EPIPE);
+		return;
+	}
+	stats_add(w->stats, d == C2U ? ST_BYTES_C2U : ST_BYTES_U2C,
+		  (uint64_t)res);
+	x->send_off += (uint32_t)res;
+	if (x->send_off >= x->b.q_len[x->q_head]) {
+		uint16_t bid = x->b.q_bid[x->q_head];
+		x->q_head = (x->q_head + 1) % RELAY_MAX_INFLIGHT;
+		x->q_count--;
+		x->send_off = 0;
+		idle_touch(w, c);
+		pump_buf(w, c, d);
+		/* after the pump, so this direction's recv is re-armed
+		 * before a parked connection can take the buffer */
+		worker_buf_put(w, bid);
+		return;
+	}
+	idle_touch(w, c);
+	pump_buf(w, c, d);
+}
+
+/* ---- splice mode ---------------------------------------------------- */
+
+#define SPLICE_CHUNK (1u << 20)
+
+static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
+{
+	struct relay_dir *x = &c->dir[d];
+	uint8_t flag = out ? DF_SEND : DF_RECV;
+	if (x->flags & flag)
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_poll_add(sqe, out ? c->fd[1 - d] : c->fd[d],
+			       out ? POLLOUT : POLLIN);
+	io_uring_sqe_set_data64(
+		sqe, ud_of(w, c, (out ? OP_POLL_OUT : OP_POLL_IN) | (unsigned)d));
+	x->flags |= flag;
+	c->inflight++;
+}
+
+/* Moves bytes source -> pipe -> destination with non-blocking splice(2)
+ * calls made inline: io_uring's own SPLICE op on sockets is handed to
+ * io-wq threads (two context switches per call), while readiness from a
+ * ring poll plus an inline splice costs one syscall and no thread hop.
+ * The pipe (64 KiB) bounds the bytes in flight per direction. */
+static void pump_splice(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	int from = c->fd[d], to = c->fd[1 - d];
+
+	for (int round = 0; round < 16; round++) {
+		if (x->s.bytes) {
+			ssize_t m = splice(x->s.pipe_r, NULL, to, NULL,
+					   x->s.bytes,
+					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (m > 0) {
+				x->s.bytes -= (uint32_t)m;
+				stats_add(w->stats,
+					  d == C2U ? ST_BYTES_C2U : ST_BYTES_U2C,
+					  (uint64_t)m);
+				idle_touch(w, c);
+				continue;
+			}
+			if (m == -1 && errno == EINTR)
+				continue;
+			if (m == -1 && errno == EAGAIN) {
+				arm_poll(w, c, d, true);
+				return;
+			}
+			conn_fail(w, c, m == -1 ? -errno : -EPIPE);
+			return;
+		}
+		if (x->flags & DF_EOF) {
+			if (!(x->flags & DF_SHUT))
+				submit_shutdown(w, c, d);
+			return;
+		}
+		ssize_t n = splice(from, NULL, x->s.pipe_w, NULL, SPLICE_CHUNK,
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			x->s.bytes += (uint32_t)n;
+			idle_touch(w, c);
+			continue;
+		}
+		if (n == 0) {
+			x->flags |= DF_EOF;
+			continue;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			arm_poll(w, c, d, false);
+			return;
+		}
+		conn_fail(w, c, -errno);
+		return;
+	}
+	/* fairness: give other connections a turn, resume on readiness */
+	arm_poll(w, c, d, x->s.bytes != 0);
+}
+
+static int make_pipes(struct conn *c)
+{
+	for (int d = 0; d < 2; d++) {
+		int p[2];
+		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
+			return -errno;
+		c->dir[d].s.pipe_r = p[0];
+		c->dir[d].s.pipe_w = p[1];
+	}
+	return 0;
+}
+
+/* ---- connection start ---------------------------------------------- */
+
+static void pump(struct worker *w, struct conn *c, int d)
+{
+	if (w->cfg->io_mode == CFG_IO_SPLICE)
+		pump_splice(w, c, d);
+	else
+		pump_buf(w, c, d);
+}
+
+void conn_start(struct worker *w, int cfd)
+{
+	const struct config *cfg = w->cfg;
+	stats_add(w->stats, ST_ACCEPTED, 1);
+	w->nconns++;
+	struct conn *c = slot_alloc(w);
+	if (!c) {
+		/* cannot happen: admission caps the total at the slab size */
+		worker_log(w, LOG_OTHER, "no free connection slot (worker %u)",
+			   w->idx);
+		stats_add(w->stats, ST_ERR_OTHER, 1);
+		net_set_rst(cfd);
+		close(cfd);
+		w->nconns--;
+		atomic_fetch_sub_explicit(&w->sh->active, 1,
+					  memory_order_relaxed);
+		stats_add(w->stats, ST_CLOSED, 1);
+		return;
+	}
+	c->fd[FD_CLIENT] = cfd;
+	c->state = CONN_CONNECTING;
+
+	int type = SOCK_STREAM | SOCK_CLOEXEC;
+	if (cfg->io_mode == CFG_IO_SPLICE)
+		type |= SOCK_NONBLOCK; /* inline splice(2) must not block */
+	int ufd = socket(cfg->upstream.ss.ss_family, type, 0);
+	if (ufd == -1) {
+		int e = errno;
+		worker_log(w, LOG_OTHER,
+			   "socket() for upstream %s failed: %s (conn %u, worker %u)",
+			   cfg->upstream.text, arc_errname(e), slot_of(w, c),
+			   w->idx);
+		stats_add(w->stats, ST_ERR_OTHER, 1);
+		conn_close(w, c, true);
+		return;
+	}
+	c->fd[FD_UPSTREAM] = ufd;
+	int rc = net_upstream_opts(cfg, ufd);
+	if (rc) {
+		worker_log(w, LOG_OTHER,
+			   "setsockopt() on upstream socket failed: %s (conn %u, worker %u)",
+			   arc_errname(rc), slot_of(w, c), w->idx);
+		stats_add(w->stats, ST_ERR_OTHER, 1);
+		conn_close(w, c, true);
+		return;
+	}
+
+	/* connect + linked timeout must sit in one submission */
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	if (io_uring_sq_space_left(&w->ring) < 1) {
+		io_uring_submit(&w->ring);
+		sqe = worker_sqe(w);
+	}
+	io_uring_prep_connect(sqe, ufd, (const struct sockaddr *)&cfg->upstream.ss,
+			      cfg->upstream.len);
+	io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_CONNECT));
+	/* IO_LINK ties the timeout to this connect: it fires only while
+	 * the connect is pending and cancels it with -ECANCELED. */
+	sqe->flags |= IOSQE_IO_LINK;
+	c->inflight++;
+	sqe = worker_sqe(w);
+	io_uring_prep_link_timeout(sqe, &w->connect_ts, 0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+}
+
+static void on_connect(struct worker *w, struct conn *c, int res)
+{
+	const struct config *cfg = w->cfg;
+	if (res < 0) {
+		int e = res == -ECANCELED ? -ETIMEDOUT : res;
+		worker_log(w, LOG_CONNECT,
+			   "connect(%s) failed: %s (conn %u, worker %u)",
+			   cfg->upstream.text, arc_errname(e), slot_of(w, c),
+			   w->idx);
+		stats_add(w->stats, ST_ERR_CONNECT, 1);
+		conn_close(w, c, true);
+		return;
+	}
+	c->state = CONN_OPEN;
+	if (cfg->quickack) {
+		int one = 1;
+		/* Best effort: only speeds up the first ACKs. */
+		(void)setsockopt(c->fd[FD_UPSTREAM], IPPROTO_TCP, TCP_QUICKACK,
+				 &one, sizeof(one));
+	}
+	if (cfg->io_mode == CFG_IO_SPLICE) {
+		int rc = make_pipes(c);
+		if (rc) {
+			worker_log(w, LOG_OTHER,
+				   "pipe2() failed: %s (conn %u, worker %u)",
+				   arc_errname(rc), slot_of(w, c), w->idx);
+			stats_add(w->stats, ST_ERR_OTHER, 1);
+			conn_close(w, c, true);
+			return;
+		}
+	}
+	idle_touch(w, c);
+	pump(w, c, C2U);
+	if (c->state == CONN_OPEN)
+		pump(w, c, U2C);
+}
+
+static void on_shutdown(struct worker *w, struct conn *c, int d)
+{
+	c->dir[d].flags |= DF_SHUT_DONE;
+	/* A failed shutdown (ENOTCONN: the peer is gone) still ends this
+	 * direction; the other one reports its own error. */
+	if (c->dir[C2U].flags & c->dir[U2C].flags & DF_SHUT_DONE)
+		conn_close(w, c, false);
+}
+
+void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	unsigned op = relay_ud_op(ud);
+	uint32_t slot = relay_ud_slot(ud);
+	ARC_BUG_ON(slot >= w->hwm);
+	struct conn *c = &w->conns[slot];
+	/* A slot is released only after its last completion, so a
+	 * generation mismatch is a bug, not a race. */
+	ARC_BUG_ON(c->gen != relay_ud_gen(ud) || c->state == CONN_FREE);
+	ARC_BUG_ON(c->inflight == 0);
+	c->inflight--;
+
+	if (c->state == CONN_CLOSING) {
+		if (cqe->flags & IORING_CQE_F_BUFFER)
+			worker_buf_put(w, (uint16_t)(cqe->flags >>
+						     IORING_CQE_BUFFER_SHIFT));
+		if (!c->inflight)
+			conn_release(w, c);
+		return;
+	}
+
+	int d = (int)(op & 1);
+	switch (op & ~1u) {
+	case OP_CONNECT:
+		on_connect(w, c, cqe->res);
+		break;
+	case OP_RECV:
+		on_recv(w, c, d, cqe);
+		break;
+	case OP_SEND:
+		on_send(w, c, d, cqe->res);
+		break;
+	case OP_SHUTDOWN:
+		on_shutdown(w, c, d);
+		break;
+	case OP_POLL_IN:
+		c->dir[d].flags &= (uint8_t)~DF_RECV;
+		if (cqe->res < 0)
+			conn_fail(w, c, cqe->res);
+		else
+			pump_splice(w, c, d);
+		break;
+	case OP_POLL_OUT:
+		c->dir[d].flags &= (uint8_t)~DF_SEND;
+		if (cqe->res < 0)
+			conn_fail(w, c, cqe->res);
+		else
+			pump_splice(w, c, d);
+		break;
+	default:
+		ARC_BUG_ON(1);
+	}
+}
+
+void conn_unpark(struct worker *w, uint32_t slot)
+{
+	struct conn *c = &w->conns[slot];
+	uint8_t f0 = c->dir[0].flags, f1 = c->dir[1].flags;
+	unpark_unlink(w, c);
+	if (f0 & DF_WAIT_BUF)
+		pump_buf(w, c, 0);
+	if ((f1 & DF_WAIT_BUF) && c->state == CONN_OPEN)
+		pump_buf(w, c, 1);
+}
+
+void conn_idle_scan(struct worker *w)
+{
+	uint32_t limit = w->cfg->idle_timeout_s;
+	while (w->idle_head != RELAY_NONE) {
+		struct conn *c = &w->conns[w->idle_head];
+		if (w->now_s - c->last_active < limit)
+			break;
+		stats_add(w->stats, ST_IDLE_CLOSED, 1);
+		conn_close(w, c, false);
+	}
+}
+
+uint32_t conn_abort_all(struct worker *w)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < w->hwm; i++) {
+		struct conn *c = &w->conns[i];
+		if (c->state == CONN_CONNECTING || c->state == CONN_OPEN) {
+			conn_close(w, c, true);
+			n++;
+		}
+	}
+	return n;
+}

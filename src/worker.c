@@ -1,0 +1,440 @@
+#define _GNU_SOURCE
+#include "arctic/worker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "arctic/alloc.h"
+#include "arctic/config.h"
+#include "arctic/net.h"
+#include "arctic/relay.h"
+#include "arctic/topology.h"
+#include "arctic/util.h"
+
+enum { LOG_ACCEPT = 0, LOG_RING = 3 };
+
+/* Accepting pauses this long after EMFILE/ENFILE/ENOMEM, so fd exhaustion
+ * costs one counted error per pause instead of a spinning core. */
+#define ACCEPT_ERROR_PAUSE_MS 100
+
+void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
+{
+	uint64_t now = arc_now_ns();
+	if (kind < ARC_ARRAY_SIZE(w->last_log_ns) && w->last_log_ns[kind] &&
+	    now - w->last_log_ns[kind] < 1000000000ull)
+		return;
+	if (kind < ARC_ARRAY_SIZE(w->last_log_ns))
+		w->last_log_ns[kind] = now;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	arc_log("%s", line);
+}
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	for (int tries = 0; !sqe; tries++) {
+		/* SQ full: hand what we have to the kernel to make room. */
+		int rc = io_uring_submit(&w->ring);
+		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
+			arc_log("io_uring_submit() failed: %s (worker %u)",
+				arc_errname(rc), w->idx);
+		ARC_BUG_ON(tries > 1000000);
+		sqe = io_uring_get_sqe(&w->ring);
+	}
+	return sqe;
+}
+
+void worker_buf_put(struct worker *w, uint16_t bid)
+{
+	io_uring_buf_ring_add(w->br, worker_buf(w, bid), w->buf_size, bid,
+			      io_uring_buf_ring_mask(w->buf_count), 0);
+	io_uring_buf_ring_advance(w->br, 1);
+	if (w->wait_head != RELAY_NONE)
+		conn_unpark(w, w->wait_head);
+}
+
+/* ---- accept -------------------------------------------------------- */
+
+static void arm_accept(struct worker *w)
+{
+	if (w->accept_armed || w->accept_paused || w->state != W_RUNNING)
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	int flags = SOCK_CLOEXEC;
+	if (w->cfg->io_mode == CFG_IO_SPLICE)
+		flags |= SOCK_NONBLOCK;
+	/* Multishot: one SQE keeps accepting until cancelled or failed
+	 * (the CQE without IORING_CQE_F_MORE says it stopped). */
+	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, flags);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_ACCEPT, 0, 0));
+	w->accept_armed = true;
+}
+
+/* Stops accepting for ms (a ring timeout, never a sleep). */
+static void pause_accept(struct worker *w, unsigned ms)
+{
+	if (w->accept_paused)
+		return;
+	w->accept_paused = true;
+	if (w->accept_armed) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		io_uring_prep_cancel64(sqe, relay_ud(OP_ACCEPT, 0, 0), 0);
+		io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+	}
+	w->pause_ts.tv_sec = ms / 1000;
+	w->pause_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_timeout(sqe, &w->pause_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_RESUME, 0, 0));
+}
+
+static void admit(struct worker *w, int fd)
+{
+	/* The one shared write per connection: the global count that
+	 * max_connections limits. */
+	int64_t n = atomic_fetch_add_explicit(&w->sh->active, 1,
+					      memory_order_relaxed) + 1;
+	if (n > (int64_t)w->cfg->max_connections) {
+		atomic_fetch_sub_explicit(&w->sh->active, 1,
+					  memory_order_relaxed);
+		net_set_rst(fd);
+		close(fd);
+		stats_add(w->stats, ST_REJECTED, 1);
+		if (w->cfg->reject_sleep_ms)
+			pause_accept(w, w->cfg->reject_sleep_ms);
+		return;
+	}
+	conn_start(w, fd);
+}
+
+static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
+{
+	int res = cqe->res;
+	if (!(cqe->flags & IORING_CQE_F_MORE))
+		w->accept_armed = false;
+	if (res >= 0) {
+		if (w->state != W_RUNNING) {
+			net_set_rst(res);
+			close(res);
+		} else {
+			admit(w, res);
+		}
+	} else if (res == -ECANCELED || w->state != W_RUNNING) {
+		/* paused or shutting down */
+	} else if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS ||
+		   res == -ENOMEM) {
+		stats_add(w->stats, ST_ERR_ACCEPT, 1);
+		worker_log(w, LOG_ACCEPT,
+			   "accept() failed: %s (worker %u); pausing accepts for %u ms",
+			   arc_errname(res), w->idx, ACCEPT_ERROR_PAUSE_MS);
+		pause_accept(w, ACCEPT_ERROR_PAUSE_MS);
+	} else if (res != -EAGAIN && res != -EINTR) {
+		stats_add(w->stats, ST_ERR_ACCEPT, 1);
+		worker_log(w, LOG_ACCEPT, "accept() failed: %s (worker %u)",
+			   arc_errname(res), w->idx);
+	}
+	arm_accept(w);
+}
+
+/* ---- timers, wake-up, drain ---------------------------------------- */
+
+static void arm_tick(struct worker *w)
+{
+	if (w->tick_armed || w->state == W_DONE)
+		return;
+	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING)
+		return;
+	/* 1 s resolution is enough for idle timeouts; a drain wants to
+	 * notice its deadline promptly. */
+	w->tick_ts.tv_sec = w->state == W_DRAINING ? 0 : 1;
+	w->tick_ts.tv_nsec = w->state == W_DRAINING ? 100000000 : 0;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_TICK, 0, 0));
+	w->tick_armed = true;
+}
+
+static void on_tick(struct worker *w)
+{
+	w->tick_armed = false;
+	if (w->cfg->idle_timeout_s)
+		conn_idle_scan(w);
+	if (w->state == W_DRAINING && w->nconns &&
+	    arc_now_ns() >= w->drain_deadline_ns) {
+		uint32_t n = conn_abort_all(w);
+		stats_add(w->stats, ST_DRAIN_ABORTED, n);
+	}
+	arm_tick(w);
+}
+
+static void arm_wake(struct worker *w)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_read(sqe, w->wake_fd, &w->wake_val, sizeof(w->wake_val),
+			   0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_WAKE, 0, 0));
+}
+
+static void begin_drain(struct worker *w)
+{
+	if (w->state != W_RUNNING)
+		return;
+	w->state = W_DRAINING;
+	/* shutdown() on a listener stops it at once: new SYNs are refused
+	 * and the pending multishot accept completes. */
+	if (shutdown(w->listen_fd, SHUT_RDWR) == -1)
+		arc_log("shutdown(listener) failed: %s (worker %u)",
+			arc_errname(errno), w->idx);
+	if (w->accept_armed) {
+		struct io_uring_sqe *sqe = worker_sqe(w);
+		io_uring_prep_cancel64(sqe, relay_ud(OP_ACCEPT, 0, 0), 0);
+		io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+	}
+	w->drain_deadline_ns = arc_now_ns() +
+			       (uint64_t)w->cfg->shutdown_drain_secs * 1000000000ull;
+	if (w->nconns && !w->cfg->shutdown_drain_secs)
+		stats_add(w->stats, ST_DRAIN_ABORTED, conn_abort_all(w));
+	arm_tick(w);
+}
+
+/* ---- the loop ------------------------------------------------------ */
+
+static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = io_uring_cqe_get_data64(cqe);
+	switch (relay_ud_op(ud)) {
+	case OP_ACCEPT:
+		on_accept(w, cqe);
+		break;
+	case OP_WAKE:
+		begin_drain(w);
+		break;
+	case OP_TICK:
+		on_tick(w);
+		break;
+	case OP_RESUME:
+		w->accept_paused = false;
+		arm_accept(w);
+		break;
+	case OP_IGNORE:
+		break;
+	default:
+		conn_complete(w, cqe);
+	}
+}
+
+static void run(struct worker *w)
+{
+	while (w->state != W_DONE) {
+		int rc = io_uring_submit_and_wait(&w->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY &&
+		    rc != -ETIME) {
+			worker_log(w, LOG_RING,
+				   "io_uring_submit_and_wait() failed: %s (worker %u)",
+				   arc_errname(rc), w->idx);
+			stats_add(w->stats, ST_ERR_OTHER, 1);
+		}
+		if (w->cfg->idle_timeout_s)
+			w->now_s = (uint32_t)(arc_now_ns() / 1000000000ull);
+		unsigned head, n = 0;
+		struct io_uring_cqe *cqe;
+		io_uring_for_each_cqe(&w->ring, head, cqe)
+		{
+			dispatch(w, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&w->ring, n);
+		stats_add(w->stats, ST_LOOPS, 1);
+		if (w->state == W_DRAINING && w->nconns == 0)
+			w->state = W_DONE;
+	}
+}
+
+/* ---- set-up -------------------------------------------------------- */
+
+static int setup_ring(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *cfg = w->cfg;
+	struct io_uring_params p;
+	memset(&p, 0, sizeof(p));
+	/* CQ 4x SQ: a burst of completions never overflows into the
+	 * kernel's slow overflow list. */
+	p.flags = IORING_SETUP_CQSIZE;
+	p.cq_entries = cfg->ring_entries * 4;
+	/* SINGLE_ISSUER: only this thread submits (lets the kernel skip
+	 * locking). DEFER_TASKRUN: completions run when we wait, not by
+	 * interrupting us mid-loop. */
+	p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	int rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring, &p);
+	if (rc == -EINVAL) {
+		/* pre-6.1 kernel: cooperative task work is the next best */
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
+		p.cq_entries = cfg->ring_entries * 4;
+		rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring,
+						&p);
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "io_uring_queue_init(%u) failed: %s (worker %u)",
+			 cfg->ring_entries, arc_errname(rc), w->idx);
+		return rc;
+	}
+	return 0;
+}
+
+static int setup_buffers(struct worker *w, char *err, size_t errlen)
+{
+	const struct config *cfg = w->cfg;
+	w->buf_size = cfg->buf_size;
+	w->buf_count = cfg->buf_count;
+	w->br = mem_alloc(w->arena, w->buf_count * sizeof(struct io_uring_buf),
+			  4096);
+	w->bufs = mem_alloc(w->arena, (size_t)w->buf_count * w->buf_size, 4096);
+	if (!w->br || !w->bufs) {
+		snprintf(err, errlen,
+			 "cannot allocate %u relay buffers of %u bytes (worker %u)",
+			 w->buf_count, w->buf_size, w->idx);
+		return -ENOMEM;
+	}
+	struct io_uring_buf_reg reg;
+	memset(&reg, 0, sizeof(reg));
+	reg.ring_addr = (unsigned long)w->br;
+	reg.ring_entries = w->buf_count;
+	reg.bgid = 0;
+	int rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
+	if (rc < 0) {
+		snprintf(err, errlen,
+			 "io_uring_register_buf_ring(%u) failed: %s (worker %u)",
+			 w->buf_count, arc_errname(rc), w->idx);
+		return rc;
+	}
+	io_uring_buf_ring_init(w->br);
+	unsigned mask = io_uring_buf_ring_mask(w->buf_count);
+	for (unsigned i = 0; i < w->buf_count; i++)
+		io_uring_buf_ring_add(w->br, worker_buf(w, (uint16_t)i),
+				      w->buf_size, (uint16_t)i, mask, (int)i);
+	io_uring_buf_ring_advance(w->br, (int)w->buf_count);
+	return 0;
+}
+
+static void report(struct worker *w, const char *err)
+{
+	struct shared *sh = w->sh;
+	pthread_mutex_lock(&sh->lock);
+	if (err) {
+		if (!sh->failed)
+			snprintf(sh->error, sizeof(sh->error), "%s", err);
+		sh->failed++;
+	} else {
+		sh->ready++;
+	}
+	pthread_cond_broadcast(&sh->cond);
+	pthread_mutex_unlock(&sh->lock);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct topo_plan *plan = w->sh->plan;
+	char err[400];
+	int rc;
+
+	/* Pin before the first allocation so first touch is node-local. */
+	rc = topo_pin(plan, w->idx);
+	if (rc) {
+		snprintf(err, sizeof(err), "pinning worker %u to CPU %d failed: %s",
+			 w->idx, plan->w[w->idx].pu, arc_errname(rc));
+		goto fail;
+	}
+	(void)topo_membind(plan, w->idx);
+	w->arena = mem_arena((unsigned)plan->w[w->idx].node_slot);
+	rc = mem_thread_bind(w->arena);
+	if (rc) {
+		snprintf(err, sizeof(err), "binding worker %u to arena %u failed: %s",
+			 w->idx, w->arena, arc_errname(rc));
+		goto fail;
+	}
+	w->stats = mem_alloc(w->arena, sizeof(*w->stats), ARC_CACHELINE);
+	w->cap = w->cfg->max_connections;
+	w->conns = mem_alloc(w->arena, (size_t)w->cap * sizeof(struct conn),
+			     ARC_CACHELINE);
+	if (!w->stats || !w->conns) {
+		snprintf(err, sizeof(err),
+			 "cannot allocate %u connection slots (worker %u)",
+			 w->cap, w->idx);
+		goto fail;
+	}
+	w->free_head = w->wait_head = w->wait_tail = RELAY_NONE;
+	w->idle_head = w->idle_tail = RELAY_NONE;
+	w->connect_ts.tv_sec = w->cfg->timeout_secs;
+
+	if (setup_ring(w, err, sizeof(err)))
+		goto fail;
+	if (w->cfg->io_mode == CFG_IO_BUFFER &&
+	    setup_buffers(w, err, sizeof(err)))
+		goto fail_ring;
+
+	arm_wake(w);
+	arm_accept(w);
+	rc = io_uring_submit(&w->ring);
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "io_uring_submit() failed: %s (worker %u)",
+			 arc_errname(rc), w->idx);
+		goto fail_ring;
+	}
+	report(w, NULL);
+	run(w);
+	io_uring_queue_exit(&w->ring);
+	close(w->listen_fd);
+	w->listen_fd = -1;
+	atomic_fetch_add(&w->sh->finished, 1);
+	return NULL;
+
+fail_ring:
+	io_uring_queue_exit(&w->ring);
+fail:
+	report(w, err);
+	atomic_fetch_add(&w->sh->finished, 1);
+	return NULL;
+}
+
+int worker_start(struct worker *w, struct shared *sh, unsigned idx,
+		 int listen_fd)
+{
+	memset(w, 0, sizeof(*w));
+	w->sh = sh;
+	w->cfg = sh->cfg;
+	w->idx = idx;
+	w->listen_fd = listen_fd;
+	w->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (w->wake_fd == -1)
+		return -errno;
+	int rc = pthread_create(&w->thread, NULL, worker_main, w);
+	if (rc) {
+		close(w->wake_fd);
+		return -rc;
+	}
+	return 0;
+}
+
+void worker_wake(struct worker *w)
+{
+	uint64_t one = 1;
+	ssize_t n = write(w->wake_fd, &one, sizeof(one));
+	(void)n; /* eventfd write of 1 cannot fail short of overflow */
+}
+
+void worker_join(struct worker *w)
+{
+	pthread_join(w->thread, NULL);
+	close(w->wake_fd);
+}
