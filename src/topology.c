@@ -377,6 +377,19 @@ int topo_plan(const struct config *cfg, struct topo_plan *plan, char *err,
 				how = "a free CPU on its node";
 			}
 		}
+		if (sq < 0 && node) {
+			/* every free CPU already hosts an SQ thread: share one
+			 * rather than compete with a worker */
+			hwloc_bitmap_andnot(want, node->cpuset, used);
+			hwloc_bitmap_and(want, want, allowed);
+			if (!hwloc_bitmap_iszero(want)) {
+				int k = (int)i % hwloc_bitmap_weight(want);
+				sq = hwloc_bitmap_first(want);
+				while (k-- > 0)
+					sq = hwloc_bitmap_next(want, sq);
+				how = "a free CPU on its node, shared";
+			}
+		}
 		if (sq < 0)
 			sq = tw->pu;
 		else
