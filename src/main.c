@@ -252,6 +252,8 @@ int main(int argc, char **argv)
 	sh.plan = &plan;
 	pthread_mutex_init(&sh.lock, NULL);
 	pthread_cond_init(&sh.cond, NULL);
+	for (size_t i = 0; i < ARC_ARRAY_SIZE(sh.sq_fd); i++)
+		sh.sq_fd[i] = -1;
 	for (size_t i = 0; i < nw; i++) {
 		rc = worker_start(&ws[i], &sh, (unsigned)i, fds[i]);
 		if (rc) {

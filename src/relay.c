@@ -205,14 +205,19 @@ static void conn_fail(struct worker *w, struct conn *c, int res)
 
 /* ---- buffer mode ---------------------------------------------------- */
 
-static void submit_shutdown(struct worker *w, struct conn *c, int d)
+static void on_shutdown(struct worker *w, struct conn *c, int d);
+
+/* Forwards an EOF: shutdown(SHUT_WR) of the destination. A direct syscall,
+ * not IORING_OP_SHUTDOWN: io_uring always hands that op to an io-wq thread
+ * (a context switch or two per connection), while the syscall itself never
+ * blocks. */
+static void forward_eof(struct worker *w, struct conn *c, int d)
 {
-	struct relay_dir *x = &c->dir[d];
-	struct io_uring_sqe *sqe = worker_sqe(w);
-	io_uring_prep_shutdown(sqe, c->fd[1 - d], SHUT_WR);
-	io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_SHUTDOWN | (unsigned)d));
-	x->flags |= DF_SHUT;
-	c->inflight++;
+	c->dir[d].flags |= DF_SHUT;
+	/* ENOTCONN (the peer is gone) still ends this direction; the other
+	 * direction reports its own error. */
+	(void)shutdown(c->fd[1 - d], SHUT_WR);
+	on_shutdown(w, c, d);
 }
 
 static void pump_buf(struct worker *w, struct conn *c, int d)
@@ -246,7 +251,7 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 	}
 	if ((x->flags & DF_EOF) && !x->q_count &&
 	    !(x->flags & (DF_SEND | DF_SHUT)))
-		submit_shutdown(w, c, d);
+		forward_eof(w, c, d);
 }
 
 static void on_recv(struct worker *w, struct conn *c, int d,
@@ -358,7 +363,7 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		}
 		if (x->flags & DF_EOF) {
 			if (!(x->flags & DF_SHUT))
-				submit_shutdown(w, c, d);
+				forward_eof(w, c, d);
 			return;
 		}
 		ssize_t n = splice(from, NULL, x->s.pipe_w, NULL, SPLICE_CHUNK,
@@ -429,9 +434,11 @@ void conn_start(struct worker *w, int cfd)
 	c->fd[FD_CLIENT] = cfd;
 	c->state = CONN_CONNECTING;
 
-	int type = SOCK_STREAM | SOCK_CLOEXEC;
-	if (cfg->io_mode == CFG_IO_SPLICE)
-		type |= SOCK_NONBLOCK; /* inline splice(2) must not block */
+	/* Non-blocking in every mode: inline splice(2) must not block, and
+	 * a send that io_uring hands to an io-wq thread (it does after a
+	 * spurious wake-up) must re-arm a poll instead of parking the thread
+	 * in a blocking send. */
+	int type = SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK;
 	int ufd = socket(cfg->upstream.ss.ss_family, type, 0);
 	if (ufd == -1) {
 		int e = errno;
@@ -512,8 +519,6 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 static void on_shutdown(struct worker *w, struct conn *c, int d)
 {
 	c->dir[d].flags |= DF_SHUT_DONE;
-	/* A failed shutdown (ENOTCONN: the peer is gone) still ends this
-	 * direction; the other one reports its own error. */
 	if (c->dir[C2U].flags & c->dir[U2C].flags & DF_SHUT_DONE)
 		conn_close(w, c, false);
 }
@@ -550,9 +555,6 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_SEND:
 		on_send(w, c, d, cqe->res);
-		break;
-	case OP_SHUTDOWN:
-		on_shutdown(w, c, d);
 		break;
 	case OP_POLL_IN:
 		c->dir[d].flags &= (uint8_t)~DF_RECV;

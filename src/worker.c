@@ -7,11 +7,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arctic/alloc.h"
 #include "arctic/config.h"
 #include "arctic/net.h"
+#include "arctic/probe.h"
 #include "arctic/relay.h"
 #include "arctic/topology.h"
 #include "arctic/util.h"
@@ -47,6 +49,9 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
 		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
 			arc_log("io_uring_submit() failed: %s (worker %u)",
 				arc_errname(rc), w->idx);
+		/* SQPOLL: the kernel thread frees entries on its own time */
+		if (w->sqpoll)
+			io_uring_sqring_wait(&w->ring);
 		ARC_BUG_ON(tries > 1000000);
 		sqe = io_uring_get_sqe(&w->ring);
 	}
@@ -69,9 +74,7 @@ static void arm_accept(struct worker *w)
 	if (w->accept_armed || w->accept_paused || w->state != W_RUNNING)
 		return;
 	struct io_uring_sqe *sqe = worker_sqe(w);
-	int flags = SOCK_CLOEXEC;
-	if (w->cfg->io_mode == CFG_IO_SPLICE)
-		flags |= SOCK_NONBLOCK;
+	int flags = SOCK_CLOEXEC | SOCK_NONBLOCK; /* see conn_start() */
 	/* Multishot: one SQE keeps accepting until cancelled or failed
 	 * (the CQE without IORING_CQE_F_MORE says it stopped). */
 	io_uring_prep_multishot_accept(sqe, w->listen_fd, NULL, NULL, flags);
@@ -232,27 +235,60 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 	}
 }
 
+/* Reaps and dispatches every completion ready now; returns how many. */
+static unsigned reap(struct worker *w)
+{
+	if (w->cfg->idle_timeout_s)
+		w->now_s = (uint32_t)(arc_now_ns() / 1000000000ull);
+	unsigned head, n = 0;
+	struct io_uring_cqe *cqe;
+	io_uring_for_each_cqe(&w->ring, head, cqe)
+	{
+		dispatch(w, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&w->ring, n);
+	return n;
+}
+
+static void ring_error(struct worker *w, const char *call, int rc)
+{
+	if (rc >= 0 || rc == -EINTR || rc == -EAGAIN || rc == -EBUSY || rc == -ETIME)
+		return;
+	worker_log(w, LOG_RING, "%s failed: %s (worker %u)", call, arc_errname(rc), w->idx);
+	stats_add(w->stats, ST_ERR_OTHER, 1);
+}
+
 static void run(struct worker *w)
 {
+	bool busy = w->cfg->poll == CFG_POLL_BUSY;
+	uint64_t idle_ns = (uint64_t)w->cfg->poll_idle_us * 1000ull;
+	uint64_t last_work = arc_now_ns();
 	while (w->state != W_DONE) {
-		int rc = io_uring_submit_and_wait(&w->ring, 1);
-		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY &&
-		    rc != -ETIME) {
-			worker_log(w, LOG_RING,
-				   "io_uring_submit_and_wait() failed: %s (worker %u)",
-				   arc_errname(rc), w->idx);
-			stats_add(w->stats, ST_ERR_OTHER, 1);
+		if (busy) {
+			/* ARCTIC_POLL=busy: never sleep while there is work or
+			 * until poll_idle_us without any; GETEVENTS runs the
+			 * deferred completion work without blocking. */
+			int rc = io_uring_submit_and_get_events(&w->ring);
+			ring_error(w, "io_uring_submit_and_get_events()", rc);
+			unsigned n = reap(w);
+			if (n) {
+				last_work = arc_now_ns();
+			} else {
+				stats_add(w->stats, ST_BUSY_SPINS, 1);
+				if (idle_ns && arc_now_ns() - last_work >= idle_ns) {
+					stats_add(w->stats, ST_IDLE_FALLBACKS, 1);
+					rc = io_uring_submit_and_wait(&w->ring, 1);
+					ring_error(w, "io_uring_submit_and_wait()", rc);
+					reap(w);
+					last_work = arc_now_ns();
+				}
+			}
+		} else {
+			int rc = io_uring_submit_and_wait(&w->ring, 1);
+			ring_error(w, "io_uring_submit_and_wait()", rc);
+			reap(w);
 		}
-		if (w->cfg->idle_timeout_s)
-			w->now_s = (uint32_t)(arc_now_ns() / 1000000000ull);
-		unsigned head, n = 0;
-		struct io_uring_cqe *cqe;
-		io_uring_for_each_cqe(&w->ring, head, cqe)
-		{
-			dispatch(w, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&w->ring, n);
 		stats_add(w->stats, ST_LOOPS, 1);
 		if (w->state == W_DRAINING && w->nconns == 0)
 			w->state = W_DONE;
@@ -261,32 +297,115 @@ static void run(struct worker *w)
 
 /* ---- set-up -------------------------------------------------------- */
 
+/* SQPOLL_SHARED: the first worker of each NUMA node creates the ring whose
+ * SQ thread the node's other workers attach to (IORING_SETUP_ATTACH_WQ). */
+static int shared_sq_fd(struct worker *w, bool *leader)
+{
+	struct shared *sh = w->sh;
+	const struct topo_plan *plan = sh->plan;
+	int slot = plan->w[w->idx].node_slot;
+	*leader = true;
+	for (unsigned i = 0; i < w->idx; i++)
+		if (plan->w[i].node_slot == slot)
+			*leader = false;
+	if (*leader)
+		return -1;
+	pthread_mutex_lock(&sh->lock);
+	while (sh->sq_fd[slot] == -1 && !sh->failed)
+		pthread_cond_wait(&sh->cond, &sh->lock);
+	int fd = sh->sq_fd[slot];
+	pthread_mutex_unlock(&sh->lock);
+	return fd;
+}
+
+static void publish_sq_fd(struct worker *w, int fd)
+{
+	struct shared *sh = w->sh;
+	pthread_mutex_lock(&sh->lock);
+	sh->sq_fd[sh->plan->w[w->idx].node_slot] = fd;
+	pthread_cond_broadcast(&sh->cond);
+	pthread_mutex_unlock(&sh->lock);
+}
+
 static int setup_ring(struct worker *w, char *err, size_t errlen)
 {
 	const struct config *cfg = w->cfg;
+	const struct topo_worker *tw = &w->sh->plan->w[w->idx];
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
 	/* CQ 4x SQ: a burst of completions never overflows into the
 	 * kernel's slow overflow list. */
 	p.flags = IORING_SETUP_CQSIZE;
 	p.cq_entries = cfg->ring_entries * 4;
-	/* SINGLE_ISSUER: only this thread submits (lets the kernel skip
-	 * locking). DEFER_TASKRUN: completions run when we wait, not by
-	 * interrupting us mid-loop. */
-	p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-	int rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring, &p);
-	if (rc == -EINVAL) {
-		/* pre-6.1 kernel: cooperative task work is the next best */
-		memset(&p, 0, sizeof(p));
-		p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
-		p.cq_entries = cfg->ring_entries * 4;
-		rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring,
-						&p);
+	bool leader = true;
+	int rc;
+	if (cfg->sqpoll) {
+		/* SQPOLL: a kernel thread pinned to the plan's SQPOLL CPU
+		 * (SQ_AFF) picks up submissions, so the worker submits with
+		 * no syscall while that thread is awake; it sleeps after
+		 * sq_thread_idle ms without work. DEFER_TASKRUN cannot be
+		 * combined with it. */
+		p.flags |= IORING_SETUP_SQPOLL | IORING_SETUP_SQ_AFF |
+			   IORING_SETUP_SINGLE_ISSUER;
+		p.sq_thread_cpu = (unsigned)tw->sqpoll_cpu;
+		p.sq_thread_idle = cfg->sqpoll_idle_ms;
+		if (cfg->sqpoll_shared) {
+			int fd = shared_sq_fd(w, &leader);
+			if (!leader) {
+				if (fd < 0) {
+					snprintf(err, errlen, "shared SQPOLL ring of worker %u's node failed",
+						 w->idx);
+					return -EINVAL;
+				}
+				p.flags |= IORING_SETUP_ATTACH_WQ;
+				p.wq_fd = (unsigned)fd;
+			}
+		}
+		rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring, &p);
+		if (cfg->sqpoll_shared && leader)
+			publish_sq_fd(w, rc < 0 ? -2 : w->ring.ring_fd);
+		if (rc < 0) {
+			snprintf(err, errlen,
+				 "io_uring_queue_init(%u, SQPOLL on CPU %d) failed: %s (worker %u)",
+				 cfg->ring_entries, tw->sqpoll_cpu, arc_errname(rc), w->idx);
+			return rc;
+		}
+	} else {
+		/* SINGLE_ISSUER: only this thread submits (the kernel skips
+		 * locking). DEFER_TASKRUN: completion work runs when we wait,
+		 * in batches, not by interrupting the loop. */
+		p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+		rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring, &p);
+		if (rc == -EINVAL) {
+			/* pre-6.1 kernel: cooperative task work is the next best */
+			memset(&p, 0, sizeof(p));
+			p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
+			p.cq_entries = cfg->ring_entries * 4;
+			rc = io_uring_queue_init_params(cfg->ring_entries, &w->ring, &p);
+		}
+		if (rc < 0) {
+			snprintf(err, errlen, "io_uring_queue_init(%u) failed: %s (worker %u)",
+				 cfg->ring_entries, arc_errname(rc), w->idx);
+			return rc;
+		}
 	}
-	if (rc < 0) {
-		snprintf(err, errlen, "io_uring_queue_init(%u) failed: %s (worker %u)",
-			 cfg->ring_entries, arc_errname(rc), w->idx);
-		return rc;
+	w->sqpoll = cfg->sqpoll;
+	if (cfg->napi_us) {
+		struct arc_io_uring_napi napi;
+		memset(&napi, 0, sizeof(napi));
+		napi.busy_poll_to = cfg->napi_us;
+		napi.prefer_busy_poll = (unsigned char)cfg->prefer_busy_poll;
+		/* liburing 2.3 has no wrapper: raw io_uring_register(2). */
+		long r = syscall(__NR_io_uring_register, w->ring.ring_fd,
+				 ARC_IORING_REGISTER_NAPI, &napi, 1);
+		if (r == -1) {
+			rc = -errno;
+			snprintf(err, errlen,
+				 "io_uring_register(NAPI, %u us) failed: %s (worker %u)",
+				 cfg->napi_us, arc_errname(rc), w->idx);
+			io_uring_queue_exit(&w->ring);
+			return rc;
+		}
 	}
 	return 0;
 }

@@ -37,7 +37,6 @@ enum relay_op {
 	OP_CONNECT = 0x10,
 	OP_RECV = 0x20,      /* | dir */
 	OP_SEND = 0x22,      /* | dir */
-	OP_SHUTDOWN = 0x24,  /* | dir */
 	OP_POLL_IN = 0x26,   /* | dir: splice mode, source readable */
 	OP_POLL_OUT = 0x28,  /* | dir: splice mode, destination writable */
 };
@@ -68,7 +67,7 @@ enum {
 	DF_RECV = 1 << 0,     /* recv (or POLLIN) in flight */
 	DF_SEND = 1 << 1,     /* send (or POLLOUT) in flight */
 	DF_EOF = 1 << 2,      /* source said EOF */
-	DF_SHUT = 1 << 3,     /* shutdown(SHUT_WR) of destination issued */
+	DF_SHUT = 1 << 3,     /* EOF forwarded: shutdown(SHUT_WR) of destination */
 	DF_SHUT_DONE = 1 << 4,
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
 };

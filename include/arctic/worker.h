@@ -29,6 +29,7 @@ struct shared {
 	unsigned ready, failed;
 	char error[512];
 	_Atomic unsigned finished;
+	int sq_fd[64]; /* SQPOLL_SHARED: ring fd per node slot, -1 unset */
 };
 
 enum worker_state { W_RUNNING, W_DRAINING, W_DONE };
@@ -57,7 +58,7 @@ struct worker {
 	int listen_fd;
 	int wake_fd;
 	uint64_t wake_val;
-	bool accept_armed, accept_paused, tick_armed;
+	bool accept_armed, accept_paused, tick_armed, sqpoll;
 	enum worker_state state;
 	uint64_t drain_deadline_ns;
 
