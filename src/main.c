@@ -80,6 +80,20 @@ static void print_plan(const struct config *cfg, const struct topo_plan *p)
 	print_settings(stdout, cfg, false);
 }
 
+/* The startup banner echoes every knob, so a run's log says what ran. */
+static void log_settings(const struct config *cfg)
+{
+	char line[4096], val[300];
+	size_t off = 0;
+	for (size_t i = 0; i < cfg_option_count && off < sizeof(line); i++) {
+		const struct cfg_option *o = &cfg_options[i];
+		cfg_format(cfg, o, val, sizeof(val));
+		off += (size_t)snprintf(line + off, sizeof(line) - off, "%s%s=%s",
+					i ? " " : "", o->name, val[0] ? val : "\"\"");
+	}
+	arc_log("settings: %s", line);
+}
+
 /* Two descriptors per connection (client, upstream), six in splice mode
  * (plus two pipes), and a margin for listeners, rings and eventfds. */
 static void raise_nofile(struct config *cfg, size_t nworkers)
@@ -160,10 +174,12 @@ static void emit(const char *buf, size_t len)
 }
 
 static void collect(struct worker *ws, size_t n, struct stats_snap *per,
-		    struct stats_snap *total)
+		    struct stats_winfo *info, struct stats_snap *total)
 {
 	memset(total, 0, sizeof(*total));
 	for (size_t i = 0; i < n; i++) {
+		if (info)
+			info[i] = ws[i].info;
 		stats_read(ws[i].stats, &per[i]);
 		stats_sum(total, &per[i]);
 	}
@@ -240,7 +256,8 @@ int main(int argc, char **argv)
 	int *fds = calloc(nw, sizeof(int));
 	struct worker *ws = aligned_alloc(64, nw * sizeof(struct worker));
 	struct stats_snap *per = calloc(nw, sizeof(*per));
-	if (!fds || !ws || !per) {
+	struct stats_winfo *info = calloc(nw, sizeof(*info));
+	if (!fds || !ws || !per || !info) {
 		arc_log("out of memory for %zu workers", nw);
 		return 1;
 	}
@@ -276,6 +293,7 @@ int main(int argc, char **argv)
 		cfg.io_mode == CFG_IO_SPLICE ? "splice" : "buffer",
 		cfg.max_connections, plan.nnodes,
 		mem_have_jemalloc() ? "" : " (libc allocator)");
+	log_settings(&cfg);
 	arc_log("listening on %s, upstream %s", cfg.listen.text, cfg.upstream.text);
 
 	struct stats_snap total, prev;
@@ -289,11 +307,11 @@ int main(int argc, char **argv)
 		if (shutting && atomic_load(&sh.finished) == nw)
 			break;
 		if (now >= next) {
-			collect(ws, nw, per, &total);
+			collect(ws, nw, per, info, &total);
 			size_t len = cfg.stats_format == CFG_STATS_JSON
 					     ? stats_format_json(line, sizeof(line),
 								 (now - t0) / 1000000, &total,
-								 &prev, per, nw, now - last)
+								 &prev, per, info, nw, now - last)
 					     : stats_format_text(line, sizeof(line), &total,
 								 &prev, now - last);
 			emit(line, len);
@@ -317,7 +335,7 @@ int main(int argc, char **argv)
 			_exit(128 + sig);
 		}
 		shutting = sig;
-		collect(ws, nw, per, &total);
+		collect(ws, nw, per, NULL, &total);
 		arc_log("%s received: listeners closed, draining %llu connection%s "
 			"for up to %u s (a second signal exits now)",
 			sigabbrev_np(sig), (unsigned long long)stats_active(&total),
@@ -327,7 +345,7 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < nw; i++)
 		worker_join(&ws[i]);
-	collect(ws, nw, per, &total);
+	collect(ws, nw, per, NULL, &total);
 	if (total.c[ST_DRAIN_ABORTED])
 		arc_log("drain timeout after %u s: %llu connection%s remaining, aborted",
 			cfg.shutdown_drain_secs,

@@ -79,7 +79,8 @@ static int json_counters(char *buf, size_t len, const struct stats_snap *s)
 size_t stats_format_json(char *buf, size_t len, uint64_t t_ms,
 			 const struct stats_snap *total,
 			 const struct stats_snap *prev_total,
-			 const struct stats_snap *workers, size_t nworkers,
+			 const struct stats_snap *workers,
+			 const struct stats_winfo *info, size_t nworkers,
 			 uint64_t interval_ns)
 {
 	int off = snprintf(buf, len,
@@ -94,6 +95,11 @@ size_t stats_format_json(char *buf, size_t len, uint64_t t_ms,
 	for (size_t w = 0; w < nworkers && off < (int)len; w++) {
 		off += snprintf(buf + off, len - (size_t)off, "%s{\"worker\":%zu,",
 				w ? "," : "", w);
+		if (info && off < (int)len)
+			off += snprintf(buf + off, len - (size_t)off,
+					"\"pu\":%d,\"node\":%d,\"arena\":%d,\"slab_arena\":%d,",
+					info[w].pu, info[w].node, info[w].arena,
+					info[w].slab_arena);
 		if (off < (int)len)
 			off += json_counters(buf + off, len - (size_t)off,
 					     &workers[w]);

@@ -23,7 +23,7 @@ const char *arc_errname(int err)
 
 void arc_log(const char *fmt, ...)
 {
-	char line[1024];
+	char line[4608];
 	int n = snprintf(line, sizeof(line), "arctic-proxy: ");
 	va_list ap;
 	va_start(ap, fmt);

@@ -492,6 +492,10 @@ static void *worker_main(void *arg)
 			 w->cap, w->idx);
 		goto fail;
 	}
+	w->info.pu = plan->w[w->idx].pu;
+	w->info.node = plan->w[w->idx].node;
+	w->info.arena = mem_thread_arena();
+	w->info.slab_arena = mem_arena_of(w->conns);
 	w->free_head = w->wait_head = w->wait_tail = RELAY_NONE;
 	w->idle_head = w->idle_tail = RELAY_NONE;
 	w->connect_ts.tv_sec = w->cfg->timeout_secs;

@@ -91,11 +91,21 @@ static inline uint64_t stats_errors(const struct stats_snap *s)
 size_t stats_format_text(char *buf, size_t len, const struct stats_snap *cur,
 			 const struct stats_snap *prev, uint64_t interval_ns);
 
-/* One JSON object and a newline: totals plus one object per worker. */
+/* Where a worker runs and allocates (fixed after start). */
+struct stats_winfo {
+	int pu;         /* planned CPU */
+	int node;       /* NUMA node */
+	int arena;      /* jemalloc arena of the worker thread, -1 without */
+	int slab_arena; /* jemalloc arena holding its connection slab */
+};
+
+/* One JSON object and a newline: totals plus one object per worker
+ * (info may be NULL). */
 size_t stats_format_json(char *buf, size_t len, uint64_t t_ms,
 			 const struct stats_snap *total,
 			 const struct stats_snap *prev_total,
-			 const struct stats_snap *workers, size_t nworkers,
+			 const struct stats_snap *workers,
+			 const struct stats_winfo *info, size_t nworkers,
 			 uint64_t interval_ns);
 
 #ifdef __cplusplus

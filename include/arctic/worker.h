@@ -67,6 +67,7 @@ struct worker {
 
 	unsigned idx;
 	unsigned arena;
+	struct stats_winfo info;
 	pthread_t thread;
 } __attribute__((aligned(64)));
 

@@ -40,13 +40,14 @@ int main(void)
 
 	struct stats_snap workers[2] = {cur, prev};
 	char js[4096];
-	n = stats_format_json(js, sizeof(js), 1234, &cur, &prev, workers, 2, 1000000000ull);
+	struct stats_winfo info[2] = {{0, 0, 8, 8}, {1, 0, 8, 8}};
+	n = stats_format_json(js, sizeof(js), 1234, &cur, &prev, workers, info, 2, 1000000000ull);
 	CHECK(n > 0 && js[n - 1] == '\n', "json newline");
 	CHECK(strstr(js, "\"t_ms\":1234") && strstr(js, "\"total\":{\"active\":234,") &&
 	      strstr(js, "\"rejected\":5") && strstr(js, "\"workers\":[{\"worker\":0,") &&
-	      strstr(js, "{\"worker\":1,") && strstr(js, "\"errors\":12"),
+	      strstr(js, "{\"worker\":1,\"pu\":1,\"node\":0,\"arena\":8,\"slab_arena\":8,") && strstr(js, "\"errors\":12"),
 	      "json: %s", js);
-	n = stats_format_json(js, 50, 1, &cur, &prev, workers, 2, 1);
+	n = stats_format_json(js, 50, 1, &cur, &prev, workers, NULL, 2, 1);
 	CHECK(strcmp(js, "{}\n") == 0, "json truncation gives an empty object, got %s", js);
 
 	struct worker_stats ws;
