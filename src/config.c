@@ -49,8 +49,8 @@ const struct cfg_option cfg_options[] = {
 	POS_U32(9, "upstream_test_timeout_secs", upstream_test_timeout_secs, 0,
 		3600, "3", "test connect to the upstream at start (0 = skip)"),
 
-	ENV_U32("ARCTIC_WORKERS", workers, 0, 4096, "0",
-		"worker threads (0 = one per planned CPU)"),
+	ENV_U32("ARCTIC_WORKERS", workers, 1, 4096, "auto",
+		"worker threads (auto: one per CPU of the plan)"),
 	ENV_ENUM("ARCTIC_IO_MODE", io_mode, io_modes, "buffer",
 		 "relay: provided-buffer ring (buffer) or pipe splice (splice)"),
 	ENV_U32("ARCTIC_IDLE_TIMEOUT_S", idle_timeout_s, 0, 604800, "0",
@@ -164,6 +164,10 @@ int cfg_set(struct config *cfg, const struct cfg_option *o, const char *val,
 	}
 	case CFG_T_U32: {
 		uint64_t v;
+		if (strcmp(o->def, "auto") == 0 && strcmp(val, "auto") == 0) {
+			*u32_at(cfg, o) = 0; /* 0 stands for auto */
+			return 0;
+		}
 		if (parse_u64(val, &v) != 0 || v < o->min || v > o->max) {
 			snprintf(why, sizeof(why),
 				 "expected an integer from %u to %u", o->min,
@@ -227,7 +231,10 @@ void cfg_format(const struct config *cfg, const struct cfg_option *o,
 	}
 	case CFG_T_U32:
 	case CFG_T_BOOL:
-		snprintf(buf, len, "%u", *cu32_at(cfg, o));
+		if (*cu32_at(cfg, o) == 0 && strcmp(o->def, "auto") == 0)
+			snprintf(buf, len, "auto");
+		else
+			snprintf(buf, len, "%u", *cu32_at(cfg, o));
 		break;
 	case CFG_T_ENUM:
 		snprintf(buf, len, "%s", o->enum_names[*cu32_at(cfg, o)]);

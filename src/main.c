@@ -37,7 +37,8 @@ static void print_settings(FILE *f, const struct config *cfg, bool json)
 		cfg_format(cfg, o, val, sizeof(val));
 		if (json) {
 			fprintf(f, "%s\"%s\":", i ? "," : "", o->name);
-			if (o->type == CFG_T_U32 || o->type == CFG_T_BOOL)
+			if ((o->type == CFG_T_U32 || o->type == CFG_T_BOOL) &&
+			    strspn(val, "0123456789") == strlen(val))
 				fprintf(f, "%s", val);
 			else
 				fprintf(f, "\"%s\"", val);
@@ -294,7 +295,7 @@ int main(int argc, char **argv)
 		cfg.max_connections, plan.nnodes,
 		mem_have_jemalloc() ? "" : " (libc allocator)");
 	log_settings(&cfg);
-	arc_log("listening on %s, upstream %s", cfg.listen.text, cfg.upstream.text);
+	arc_log("listening on %s (upstream %s)", cfg.listen.text, cfg.upstream.text);
 
 	struct stats_snap total, prev;
 	memset(&prev, 0, sizeof(prev));

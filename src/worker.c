@@ -508,6 +508,7 @@ static void *worker_main(void *arg)
 
 	arm_wake(w);
 	arm_accept(w);
+	arm_tick(w);
 	rc = io_uring_submit(&w->ring);
 	if (rc < 0) {
 		snprintf(err, sizeof(err), "io_uring_submit() failed: %s (worker %u)",

@@ -139,6 +139,8 @@ static void test_env(void)
 	expect_err(e4, 1, argv, "ARCTIC_SQPOLL: invalid value '2' (expected 0 or 1)");
 	char *e5[] = {"ARCTIC_STATS_INTERVAL_MS=1", NULL};
 	expect_err(e5, 1, argv, "ARCTIC_STATS_INTERVAL_MS: invalid value '1'");
+	char *e7[] = {"ARCTIC_WORKERS=0", NULL};
+	expect_err(e7, 1, argv, "ARCTIC_WORKERS: invalid value '0' (expected an integer from 1 to 4096)");
 	char *e6[] = {"ARCTIC_BUSYPOLL_US=5", NULL};
 	expect_err(e6, 1, argv, "did you mean ARCTIC_BUSY_POLL_US?");
 	CHECK(strcmp(cfg_closest_env("ARCTIC_SQPOL"), "ARCTIC_SQPOLL") == 0, "closest");
