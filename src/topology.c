@@ -403,7 +403,7 @@ int topo_plan(const struct config *cfg, struct topo_plan *plan, char *err,
 	hwloc_bitmap_free(sq_used);
 
 	list_text(allowed, buf, sizeof(buf));
-	snprintf(plan->policy, sizeof(plan->policy), "%s, %zu worker%s on CPUs %s%s%s",
+	snprintf(plan->policy, sizeof(plan->policy), "%s, %zu worker%s from allowed CPUs %s%s%s",
 		 cfg->smt ? "one worker per hardware thread" : "one worker per core",
 		 got, got == 1 ? "" : "s", buf, policy_extra,
 		 nn > 1 ? ", balanced across nodes" : "");
