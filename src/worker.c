@@ -467,6 +467,10 @@ static void *worker_main(void *arg)
 	char err[400];
 	int rc;
 
+	char name[16];
+	snprintf(name, sizeof(name), "arctic-w%u", w->idx);
+	pthread_setname_np(pthread_self(), name); /* best effort: for ps/top */
+
 	/* Pin before the first allocation so first touch is node-local. */
 	rc = topo_pin(plan, w->idx);
 	if (rc) {

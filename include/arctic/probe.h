@@ -16,7 +16,6 @@ struct probe {
 	bool io_uring;        /* io_uring_setup works at all */
 	int io_uring_err;     /* -errno when it does not */
 	bool defer_taskrun;   /* IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN (6.1) */
-	bool sqpoll;          /* IORING_SETUP_SQPOLL usable by this process */
 	bool buf_ring;        /* IORING_REGISTER_PBUF_RING (5.19) */
 	bool napi;            /* IORING_REGISTER_NAPI (6.9) */
 	bool op_socket;       /* IORING_OP_SOCKET (5.19) */
