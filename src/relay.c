@@ -31,7 +31,7 @@ static inline uint64_t ud_of(const struct worker *w, const struct conn *c,
 
 /* ---- slab ---------------------------------------------------------- */
 
-static struct conn *slot_alloc(struct worker *w)
+struct conn *conn_slot_alloc(struct worker *w)
 {
 	uint32_t i;
 	if (w->free_head != RELAY_NONE) {
@@ -55,7 +55,7 @@ static struct conn *slot_alloc(struct worker *w)
 	return c;
 }
 
-static void slot_free(struct worker *w, struct conn *c)
+void conn_slot_free(struct worker *w, struct conn *c)
 {
 	c->state = CONN_FREE;
 	c->gen = (c->gen + 1) & 0xffffff;
@@ -164,7 +164,7 @@ static void conn_release(struct worker *w, struct conn *c)
 	w->nconns--;
 	atomic_fetch_sub_explicit(&w->sh->active, 1, memory_order_relaxed);
 	stats_add(w->stats, ST_CLOSED, 1);
-	slot_free(w, c);
+	conn_slot_free(w, c);
 }
 
 /* Ends a connection. rst: abort with RST on both sockets (errors, resets,
@@ -417,7 +417,7 @@ void conn_start(struct worker *w, int cfd)
 	const struct config *cfg = w->cfg;
 	stats_add(w->stats, ST_ACCEPTED, 1);
 	w->nconns++;
-	struct conn *c = slot_alloc(w);
+	struct conn *c = conn_slot_alloc(w);
 	if (!c) {
 		/* cannot happen: admission caps the total at the slab size */
 		worker_log(w, LOG_OTHER, "no free connection slot (worker %u)",

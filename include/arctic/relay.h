@@ -104,6 +104,12 @@ struct conn {
 	struct relay_dir dir[2];
 };
 
+/* Connection slab: a slot from the worker's preallocated array (free list,
+ * then never-used slots), or NULL when all cap slots are in use. Freeing
+ * bumps the slot's generation. No allocation either way. */
+struct conn *conn_slot_alloc(struct worker *w);
+void conn_slot_free(struct worker *w, struct conn *c);
+
 /* Takes an admitted client fd: allocates a slot, connects the upstream.
  * On failure the client is closed (RST) and the error counted. */
 void conn_start(struct worker *w, int client_fd);

@@ -7,12 +7,15 @@
 
 #include <liburing.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
 #include "arctic/stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 struct config;
 struct conn;
@@ -22,13 +25,13 @@ struct topo_plan;
 struct shared {
 	const struct config *cfg;
 	const struct topo_plan *plan;
-	_Atomic int64_t active __attribute__((aligned(64)));
+	ARC_ATOMIC(int64_t) active __attribute__((aligned(64)));
 	/* start-up handshake */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	unsigned ready, failed;
 	char error[512];
-	_Atomic unsigned finished;
+	ARC_ATOMIC(unsigned) finished;
 	int sq_fd[64]; /* SQPOLL_SHARED: ring fd per node slot, -1 unset */
 };
 
@@ -95,5 +98,9 @@ static inline uint8_t *worker_buf(struct worker *w, uint16_t bid)
 {
 	return w->bufs + (size_t)bid * w->buf_size;
 }
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
