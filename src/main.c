@@ -186,56 +186,19 @@ static void collect(struct worker *ws, size_t n, struct stats_snap *per,
 	}
 }
 
-int main(int argc, char **argv)
+/* Runs the proxy until a signal ends the drain. Returns the exit status. */
+static int serve(struct config *cfg, const struct topo_plan *plan)
 {
-	static struct config cfg;
-	char err[600];
+	size_t nw = plan->nworkers;
+	raise_nofile(cfg, nw);
 
-	int action = cfg_parse(&cfg, argc, argv, environ, err, sizeof(err));
-	if (action < 0) {
-		arc_log("%s", err);
-		return 2;
-	}
-	if (action == CFG_HELP) {
-		cfg_usage(stdout);
-		return 0;
-	}
-	if (action == CFG_VERSION) {
-		printf("arctic-proxy %s\n", ARCTIC_VERSION);
-		probe_print(stdout);
-		return 0;
-	}
-
-	struct topo_plan plan;
-	if (topo_plan(&cfg, &plan, err, sizeof(err))) {
-		arc_log("%s", err);
-		return 2;
-	}
-	if (action == CFG_PLAN) {
-		print_plan(&cfg, &plan);
-		topo_plan_free(&plan);
-		return 0;
-	}
-	if (!plan.is_this_system) {
-		arc_log("the plan comes from %s, not this machine: use it with --plan only",
-			plan.source);
-		return 2;
-	}
-	if (probe_check(&cfg, err, sizeof(err))) {
-		arc_log("%s", err);
-		return 2;
-	}
-
-	size_t nw = plan.nworkers;
-	raise_nofile(&cfg, nw);
-
-	if (cfg.upstream_test_timeout_secs) {
-		int rc = net_check_upstream(&cfg.upstream, cfg.upstream_test_timeout_secs);
+	if (cfg->upstream_test_timeout_secs) {
+		int rc = net_check_upstream(&cfg->upstream, cfg->upstream_test_timeout_secs);
 		if (rc) {
 			arc_log("upstream check: connect(%s) failed: %s (timeout %u s; "
 				"upstream_test_timeout_secs=0 skips the check)",
-				cfg.upstream.text, arc_errname(rc),
-				cfg.upstream_test_timeout_secs);
+				cfg->upstream.text, arc_errname(rc),
+				cfg->upstream_test_timeout_secs);
 			return 1;
 		}
 	}
@@ -248,9 +211,10 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	int rc = mem_init((unsigned)plan.nnodes);
+	int status = 1;
+	int rc = mem_init((unsigned)plan->nnodes);
 	if (rc) {
-		arc_log("creating %zu jemalloc arenas failed: %s", plan.nnodes,
+		arc_log("creating %zu jemalloc arenas failed: %s", plan->nnodes,
 			arc_errname(rc));
 		return 1;
 	}
@@ -260,14 +224,14 @@ int main(int argc, char **argv)
 	struct stats_winfo *info = calloc(nw, sizeof(*info));
 	if (!fds || !ws || !per || !info) {
 		arc_log("out of memory for %zu workers", nw);
-		return 1;
+		goto out_free;
 	}
-	if (bind_listeners(&cfg, fds, nw))
-		return 1;
+	if (bind_listeners(cfg, fds, nw))
+		goto out_free;
 
 	static struct shared sh;
-	sh.cfg = &cfg;
-	sh.plan = &plan;
+	sh.cfg = cfg;
+	sh.plan = plan;
 	pthread_mutex_init(&sh.lock, NULL);
 	pthread_cond_init(&sh.cond, NULL);
 	for (size_t i = 0; i < ARC_ARRAY_SIZE(sh.sq_fd); i++)
@@ -290,16 +254,16 @@ int main(int argc, char **argv)
 
 	arc_log("arctic-proxy %s: %zu worker%s (%s), io_mode=%s, max_connections=%u, "
 		"jemalloc arenas=%zu%s",
-		ARCTIC_VERSION, nw, nw == 1 ? "" : "s", plan.policy,
-		cfg.io_mode == CFG_IO_SPLICE ? "splice" : "buffer",
-		cfg.max_connections, plan.nnodes,
+		ARCTIC_VERSION, nw, nw == 1 ? "" : "s", plan->policy,
+		cfg->io_mode == CFG_IO_SPLICE ? "splice" : "buffer",
+		cfg->max_connections, plan->nnodes,
 		mem_have_jemalloc() ? "" : " (libc allocator)");
-	log_settings(&cfg);
-	arc_log("listening on %s (upstream %s)", cfg.listen.text, cfg.upstream.text);
+	log_settings(cfg);
+	arc_log("listening on %s (upstream %s)", cfg->listen.text, cfg->upstream.text);
 
 	struct stats_snap total, prev;
 	memset(&prev, 0, sizeof(prev));
-	uint64_t interval = (uint64_t)cfg.stats_interval_ms * 1000000ull;
+	uint64_t interval = (uint64_t)cfg->stats_interval_ms * 1000000ull;
 	uint64_t t0 = arc_now_ns(), last = t0, next = t0 + interval;
 	int shutting = 0;
 	char line[8192];
@@ -309,7 +273,7 @@ int main(int argc, char **argv)
 			break;
 		if (now >= next) {
 			collect(ws, nw, per, info, &total);
-			size_t len = cfg.stats_format == CFG_STATS_JSON
+			size_t len = cfg->stats_format == CFG_STATS_JSON
 					     ? stats_format_json(line, sizeof(line),
 								 (now - t0) / 1000000, &total,
 								 &prev, per, info, nw, now - last)
@@ -340,7 +304,7 @@ int main(int argc, char **argv)
 		arc_log("%s received: listeners closed, draining %llu connection%s "
 			"for up to %u s (a second signal exits now)",
 			sigabbrev_np(sig), (unsigned long long)stats_active(&total),
-			stats_active(&total) == 1 ? "" : "s", cfg.shutdown_drain_secs);
+			stats_active(&total) == 1 ? "" : "s", cfg->shutdown_drain_secs);
 		for (size_t i = 0; i < nw; i++)
 			worker_wake(&ws[i]);
 	}
@@ -349,12 +313,61 @@ int main(int argc, char **argv)
 	collect(ws, nw, per, NULL, &total);
 	if (total.c[ST_DRAIN_ABORTED])
 		arc_log("drain timeout after %u s: %llu connection%s remaining, aborted",
-			cfg.shutdown_drain_secs,
+			cfg->shutdown_drain_secs,
 			(unsigned long long)total.c[ST_DRAIN_ABORTED],
 			total.c[ST_DRAIN_ABORTED] == 1 ? "" : "s");
 	else
 		arc_log("all connections drained");
 	arc_log("shutdown complete");
+	for (size_t i = 0; i < nw; i++)
+		worker_free(&ws[i]);
+	status = 0;
+out_free:
+	free(fds);
+	free(ws);
+	free(per);
+	free(info);
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	static struct config cfg;
+	char err[600];
+
+	int action = cfg_parse(&cfg, argc, argv, environ, err, sizeof(err));
+	if (action < 0) {
+		arc_log("%s", err);
+		return 2;
+	}
+	if (action == CFG_HELP) {
+		cfg_usage(stdout);
+		return 0;
+	}
+	if (action == CFG_VERSION) {
+		printf("arctic-proxy %s\n", ARCTIC_VERSION);
+		probe_print(stdout);
+		return 0;
+	}
+
+	struct topo_plan plan;
+	if (topo_plan(&cfg, &plan, err, sizeof(err))) {
+		arc_log("%s", err);
+		return 2;
+	}
+	if (action == CFG_PLAN) {
+		print_plan(&cfg, &plan);
+		topo_plan_free(&plan);
+		return 0;
+	}
+	int rc = 2;
+	if (!plan.is_this_system)
+		arc_log("the plan comes from %s, not this machine: use it with --plan only",
+			plan.source);
+	else if (probe_check(&cfg, err, sizeof(err)))
+		arc_log("%s", err);
+	else
+		rc = serve(&cfg, &plan);
 	topo_plan_free(&plan);
-	return 0;
+	return rc;
 }

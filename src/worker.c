@@ -566,3 +566,15 @@ void worker_join(struct worker *w)
 	pthread_join(w->thread, NULL);
 	close(w->wake_fd);
 }
+
+void worker_free(struct worker *w)
+{
+	mem_free(w->conns);
+	mem_free(w->bufs);
+	mem_free(w->br);
+	mem_free(w->stats);
+	w->conns = NULL;
+	w->bufs = NULL;
+	w->br = NULL;
+	w->stats = NULL;
+}

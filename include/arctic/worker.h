@@ -84,6 +84,9 @@ void worker_wake(struct worker *w);
 
 void worker_join(struct worker *w);
 
+/* Frees what a joined worker allocated (its stats included). */
+void worker_free(struct worker *w);
+
 /* Rate-limited log (at most one line per second per kind). */
 void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

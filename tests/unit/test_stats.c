@@ -24,6 +24,7 @@ int main(void)
 	regcomp(&re, "^\xe2\x9a\xa1 +[0-9]+ active \\| +[0-9]+ err \\| +[0-9]+ rej \\| +[0-9.]+ Gbps \\| +[0-9.]+ GB total\n$",
 		REG_EXTENDED);
 	CHECK(regexec(&re, buf, 0, NULL, 0) == 0, "regex");
+	regfree(&re);
 
 	/* over half a second: rate doubles */
 	prev = cur;
