@@ -85,7 +85,7 @@ static void idle_touch(struct worker *w, struct conn *c)
 {
 	if (!w->cfg->idle_timeout_s)
 		return;
-	c->last_active = w->now_s;
+	c->last_active = w->now_ms;
 	uint32_t i = slot_of(w, c);
 	if (w->idle_tail == i)
 		return;
@@ -588,10 +588,11 @@ void conn_unpark(struct worker *w, uint32_t slot)
 
 void conn_idle_scan(struct worker *w)
 {
-	uint32_t limit = w->cfg->idle_timeout_s;
+	uint32_t limit = w->cfg->idle_timeout_s * 1000u;
 	while (w->idle_head != RELAY_NONE) {
 		struct conn *c = &w->conns[w->idle_head];
-		if (w->now_s - c->last_active < limit)
+		/* unsigned difference: correct across the 49-day wrap */
+		if (w->now_ms - c->last_active < limit)
 			break;
 		stats_add(w->stats, ST_IDLE_CLOSED, 1);
 		conn_close(w, c, false);

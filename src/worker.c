@@ -156,10 +156,10 @@ static void arm_tick(struct worker *w)
 		return;
 	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING)
 		return;
-	/* 1 s resolution is enough for idle timeouts; a drain wants to
-	 * notice its deadline promptly. */
-	w->tick_ts.tv_sec = w->state == W_DRAINING ? 0 : 1;
-	w->tick_ts.tv_nsec = w->state == W_DRAINING ? 100000000 : 0;
+	/* Idle connections close within a quarter second of their limit; a
+	 * drain notices its deadline within 100 ms. */
+	w->tick_ts.tv_sec = 0;
+	w->tick_ts.tv_nsec = w->state == W_DRAINING ? 100000000 : 250000000;
 	struct io_uring_sqe *sqe = worker_sqe(w);
 	io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
 	io_uring_sqe_set_data64(sqe, relay_ud(OP_TICK, 0, 0));
@@ -169,6 +169,7 @@ static void arm_tick(struct worker *w)
 static void on_tick(struct worker *w)
 {
 	w->tick_armed = false;
+	w->now_ms = (uint32_t)(arc_now_ns() / 1000000ull);
 	if (w->cfg->idle_timeout_s)
 		conn_idle_scan(w);
 	if (w->state == W_DRAINING && w->nconns &&
@@ -239,7 +240,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
 static unsigned reap(struct worker *w)
 {
 	if (w->cfg->idle_timeout_s)
-		w->now_s = (uint32_t)(arc_now_ns() / 1000000000ull);
+		w->now_ms = (uint32_t)(arc_now_ns() / 1000000ull);
 	unsigned head, n = 0;
 	struct io_uring_cqe *cqe;
 	io_uring_for_each_cqe(&w->ring, head, cqe)

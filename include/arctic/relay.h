@@ -99,7 +99,7 @@ struct conn {
 	uint8_t rst;         /* close with RST when released */
 	uint32_t next;       /* free list */
 	uint32_t idle_prev, idle_next;
-	uint32_t last_active;
+	uint32_t last_active; /* worker clock, ms (idle timeout only) */
 	uint32_t wait_prev, wait_next; /* -ENOBUFS FIFO */
 	struct relay_dir dir[2];
 };

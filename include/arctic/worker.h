@@ -56,7 +56,7 @@ struct worker {
 
 	/* idle timeout: LRU list through conn.idle_prev/next, head = oldest */
 	uint32_t idle_head, idle_tail;
-	uint32_t now_s;
+	uint32_t now_ms; /* coarse clock for idle timeouts, wraps in 49 days */
 
 	int listen_fd;
 	int wake_fd;

@@ -186,7 +186,9 @@ def test_busy_loop(echo):
     spin = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
     last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
     h.check(last["total"]["busy_spins"] > 1000, f"busy loop: only {last['total']['busy_spins']} spins")
-    h.check(spin > 0.3, f"ARCTIC_POLL=busy with no idle limit used only {spin:.2f} CPU while idle")
+    # a spinning worker takes what the (shared, maybe loaded) machine gives it; a
+    # sleeping one takes ~0. The idle-limit run below is held to < 0.1.
+    h.check(spin > 0.15, f"ARCTIC_POLL=busy with no idle limit used only {spin:.2f} CPU while idle")
     p.stop()
 
     # with an idle limit it falls back to sleeping
@@ -199,7 +201,7 @@ def test_busy_loop(echo):
     h.time.sleep(1.5)
     idle = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
     last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
-    h.check(idle < 0.15, f"ARCTIC_POLL=busy, POLL_IDLE_US=100000: idle proxy used {idle:.2f} CPU")
+    h.check(idle < 0.1, f"ARCTIC_POLL=busy, POLL_IDLE_US=100000: idle proxy used {idle:.2f} CPU")
     h.check(last["total"]["idle_fallbacks"] >= 1, "no idle fallback counted")
     echo_ok(p, "busy-loop echo after falling back")
     p.stop()
