@@ -243,6 +243,10 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 		/* BUFFER_SELECT: the kernel picks a buffer from group 0 only
 		 * when data arrives, so an idle connection holds none. */
 		io_uring_prep_recv(sqe, from, NULL, w->buf_size, 0);
+		/* POLL_FIRST when the last recv emptied the socket: an
+		 * immediate attempt could only fail with EAGAIN. */
+		if (x->flags & DF_DRAINED)
+			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = 0;
 		io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_RECV | (unsigned)d));
@@ -267,6 +271,10 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 		x->b.q_bid[tail] = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
 		x->b.q_len[tail] = (uint32_t)res;
 		x->q_count++;
+		if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
+			x->flags &= (uint8_t)~DF_DRAINED;
+		else
+			x->flags |= DF_DRAINED;
 		idle_touch(w, c);
 		pump_buf(w, c, d);
 		return;

@@ -70,6 +70,7 @@ enum {
 	DF_SHUT = 1 << 3,     /* EOF forwarded: shutdown(SHUT_WR) of destination */
 	DF_SHUT_DONE = 1 << 4,
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
+	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
 };
 
 struct relay_dir {
