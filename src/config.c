@@ -12,7 +12,7 @@
 #define SZ(f) sizeof(((struct config *)0)->f)
 
 static const char *const io_modes[] = {"buffer", "splice", NULL};
-static const char *const poll_modes[] = {"wait", "busy", NULL};
+static const char *const poll_modes[] = {"wait", "hybrid", "busy", NULL};
 static const char *const stats_formats[] = {"text", "json", NULL};
 
 #define POS_ADDR(pos, n, f, d, h) \
@@ -93,8 +93,10 @@ const struct cfg_option cfg_options[] = {
 		"SO_BUSY_POLL_BUDGET packets (0 = kernel default)"),
 	ENV_U32("ARCTIC_NAPI_US", napi_us, 0, 1000000, "0",
 		"io_uring NAPI busy-poll microseconds (kernel 6.9+, 0 = off)"),
-	ENV_ENUM("ARCTIC_POLL", poll, poll_modes, "wait",
-		 "worker loop: sleep for completions (wait) or spin (busy)"),
+	ENV_ENUM("ARCTIC_POLL", poll, poll_modes, "hybrid",
+		 "worker loop: sleep (wait), spin ARCTIC_POLL_SPIN_US then sleep (hybrid), spin (busy)"),
+	ENV_U32("ARCTIC_POLL_SPIN_US", poll_spin_us, 1, 1000000, "20",
+		"hybrid: spin this long after the last completion before sleeping"),
 	ENV_U32("ARCTIC_POLL_IDLE_US", poll_idle_us, 0, 60000000, "10000",
 		"busy loop falls back to waiting after this idle time (0 = never)"),
 

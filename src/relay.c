@@ -205,19 +205,22 @@ static void conn_fail(struct worker *w, struct conn *c, int res)
 
 /* ---- buffer mode ---------------------------------------------------- */
 
-static void on_shutdown(struct worker *w, struct conn *c, int d);
-
-/* Forwards an EOF: shutdown(SHUT_WR) of the destination. A direct syscall,
- * not IORING_OP_SHUTDOWN: io_uring always hands that op to an io-wq thread
- * (a context switch or two per connection), while the syscall itself never
- * blocks. */
+/* Forwards an EOF: shutdown(SHUT_WR) of the destination, with a direct
+ * syscall: io_uring always hands IORING_OP_SHUTDOWN to an io-wq thread (a
+ * context switch or two), while the syscall never blocks. When the other
+ * direction has already ended, the connection is complete and close(2)
+ * sends this FIN itself: both sockets were read to EOF, so the close cannot
+ * turn into an RST, and a shutdown per connection is saved. */
 static void forward_eof(struct worker *w, struct conn *c, int d)
 {
-	c->dir[d].flags |= DF_SHUT;
+	c->dir[d].flags |= DF_SHUT | DF_SHUT_DONE;
+	if (c->dir[1 - d].flags & DF_SHUT_DONE) {
+		conn_close(w, c, false);
+		return;
+	}
 	/* ENOTCONN (the peer is gone) still ends this direction; the other
 	 * direction reports its own error. */
 	(void)shutdown(c->fd[1 - d], SHUT_WR);
-	on_shutdown(w, c, d);
 }
 
 static void pump_buf(struct worker *w, struct conn *c, int d)
@@ -522,13 +525,6 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 	pump(w, c, C2U);
 	if (c->state == CONN_OPEN)
 		pump(w, c, U2C);
-}
-
-static void on_shutdown(struct worker *w, struct conn *c, int d)
-{
-	c->dir[d].flags |= DF_SHUT_DONE;
-	if (c->dir[C2U].flags & c->dir[U2C].flags & DF_SHUT_DONE)
-		conn_close(w, c, false);
 }
 
 void conn_complete(struct worker *w, struct io_uring_cqe *cqe)

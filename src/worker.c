@@ -262,13 +262,17 @@ static void ring_error(struct worker *w, const char *call, int rc)
 
 static void run(struct worker *w)
 {
-	bool busy = w->cfg->poll == CFG_POLL_BUSY;
-	uint64_t idle_ns = (uint64_t)w->cfg->poll_idle_us * 1000ull;
+	/* hybrid is a busy loop with a short idle limit: it spins across the
+	 * gaps of a request/response exchange (a sleeping vCPU costs tens of
+	 * microseconds to wake) and sleeps as soon as traffic pauses. */
+	bool busy = w->cfg->poll != CFG_POLL_WAIT;
+	uint64_t idle_ns = (uint64_t)(w->cfg->poll == CFG_POLL_HYBRID ? w->cfg->poll_spin_us
+								       : w->cfg->poll_idle_us) * 1000ull;
 	uint64_t last_work = arc_now_ns();
 	while (w->state != W_DONE) {
 		if (busy) {
-			/* ARCTIC_POLL=busy: never sleep while there is work or
-			 * until poll_idle_us without any; GETEVENTS runs the
+			/* Spin: never sleep while there is work, nor until the
+			 * idle limit passes without any; GETEVENTS runs the
 			 * deferred completion work without blocking. */
 			int rc = io_uring_submit_and_get_events(&w->ring);
 			ring_error(w, "io_uring_submit_and_get_events()", rc);

@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 enum cfg_io_mode { CFG_IO_BUFFER = 0, CFG_IO_SPLICE = 1 };
-enum cfg_poll { CFG_POLL_WAIT = 0, CFG_POLL_BUSY = 1 };
+enum cfg_poll { CFG_POLL_WAIT = 0, CFG_POLL_HYBRID = 1, CFG_POLL_BUSY = 2 };
 enum cfg_stats_format { CFG_STATS_TEXT = 0, CFG_STATS_JSON = 1 };
 
 enum cfg_action {
@@ -67,6 +67,7 @@ struct config {
 	uint32_t napi_us;
 	uint32_t poll; /* enum cfg_poll */
 	uint32_t poll_idle_us;
+	uint32_t poll_spin_us;
 
 	/* stats */
 	uint32_t stats_format; /* enum cfg_stats_format */

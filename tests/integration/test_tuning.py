@@ -207,9 +207,25 @@ def test_busy_loop(echo):
     p.stop()
     h.log(f"busy loop: {spin:.2f} CPU spinning, {idle:.3f} CPU after the idle limit")
 
+    # the default, hybrid: spins across traffic gaps, sleeps when traffic stops
+    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
+                      env={"ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": "200"})
+    for _ in range(20):
+        echo_ok(p, "hybrid echo")
+    h.time.sleep(0.5)
+    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
+    h.time.sleep(1.5)
+    hyb = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
+    last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
+    h.check(last["total"]["busy_spins"] > 0 and last["total"]["idle_fallbacks"] > 0,
+            f"default (hybrid) loop neither spun nor fell back: {last['total']}")
+    h.check(hyb < 0.1, f"default (hybrid) poll: idle proxy used {hyb:.2f} CPU")
+    p.stop()
+    h.log(f"hybrid default: {last['total']['busy_spins']} spins, {hyb:.3f} CPU idle")
+
 
 def test_bad_values():
-    for env, want in [({"ARCTIC_POLL": "spin"}, "ARCTIC_POLL: invalid value 'spin' (expected wait or busy)"),
+    for env, want in [({"ARCTIC_POLL": "spin"}, "ARCTIC_POLL: invalid value 'spin' (expected wait or hybrid or busy)"),
                       ({"ARCTIC_SQPOLL_IDLE_MS": "999999"}, "ARCTIC_SQPOLL_IDLE_MS: invalid value '999999'"),
                       ({"ARCTIC_NAPI_US": "-1"}, "ARCTIC_NAPI_US: invalid value '-1'"),
                       ({"ARCTIC_BUSY_POLL_BUDGET": "x"}, "ARCTIC_BUSY_POLL_BUDGET: invalid value 'x'"),

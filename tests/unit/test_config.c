@@ -133,6 +133,8 @@ static void test_env(void)
 	expect_err(e1, 1, argv, "ARCTIC_WORKRES: unknown variable (did you mean ARCTIC_WORKERS?)");
 	char *e2[] = {"ARCTIC_IO_MODE=foo", NULL};
 	expect_err(e2, 1, argv, "ARCTIC_IO_MODE: invalid value 'foo' (expected buffer or splice)");
+	char *e8[] = {"ARCTIC_POLL=spin", NULL};
+	expect_err(e8, 1, argv, "ARCTIC_POLL: invalid value 'spin' (expected wait or hybrid or busy)");
 	char *e3[] = {"ARCTIC_BUF_COUNT=100", NULL};
 	expect_err(e3, 1, argv, "ARCTIC_BUF_COUNT: invalid value '100' (expected a power of two");
 	char *e4[] = {"ARCTIC_SQPOLL=2", NULL};
