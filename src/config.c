@@ -11,7 +11,7 @@
 #define OFF(f) offsetof(struct config, f)
 #define SZ(f) sizeof(((struct config *)0)->f)
 
-static const char *const io_modes[] = {"buffer", "splice", NULL};
+static const char *const io_modes[] = {"auto", "buffer", "splice", NULL};
 static const char *const poll_modes[] = {"wait", "hybrid", "busy", NULL};
 static const char *const stats_formats[] = {"text", "json", NULL};
 
@@ -51,8 +51,8 @@ const struct cfg_option cfg_options[] = {
 
 	ENV_U32("ARCTIC_WORKERS", workers, 1, 4096, "auto",
 		"worker threads (auto: one per CPU of the plan)"),
-	ENV_ENUM("ARCTIC_IO_MODE", io_mode, io_modes, "buffer",
-		 "relay: provided-buffer ring (buffer) or pipe splice (splice)"),
+	ENV_ENUM("ARCTIC_IO_MODE", io_mode, io_modes, "auto",
+		 "relay: buffers, switching a streaming direction to a pipe (auto); buffer; splice"),
 	ENV_U32("ARCTIC_IDLE_TIMEOUT_S", idle_timeout_s, 0, 604800, "0",
 		"close a connection idle both ways this long (0 = never)"),
 	ENV_U32("ARCTIC_DEFER_ACCEPT", defer_accept_s, 0, 3600, "0",
@@ -61,6 +61,10 @@ const struct cfg_option cfg_options[] = {
 		"bytes per relay buffer"),
 	ENV_POW2("ARCTIC_BUF_COUNT", buf_count, 8, 32768, "256",
 		 "relay buffers per worker (power of two)"),
+	ENV_U32("ARCTIC_PIPE_SIZE", pipe_size, 4096, 1048576, "262144",
+		"pipe capacity per spliced direction (bounds bytes in flight)"),
+	ENV_U32("ARCTIC_SPLICE_AFTER", splice_after, 1, 255, "4",
+		"auto: full buffers in a row before a direction switches to splice"),
 	ENV_U32("ARCTIC_INFLIGHT", inflight, 1, 8, "2",
 		"relay buffers held per direction (bounds bytes in flight)"),
 	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 32768, "1024",

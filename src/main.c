@@ -96,7 +96,9 @@ static void log_settings(const struct config *cfg)
 }
 
 /* Two descriptors per connection (client, upstream), six in splice mode
- * (plus two pipes), and a margin for listeners, rings and eventfds. */
+ * (plus two pipes), and a margin for listeners, rings and eventfds. Auto
+ * mode counts two: its pipes are opportunistic (no descriptor, no pipe:
+ * the direction stays on buffers). */
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
@@ -255,7 +257,7 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	arc_log("arctic-proxy %s: %zu worker%s (%s), io_mode=%s, max_connections=%u, "
 		"jemalloc arenas=%zu%s",
 		ARCTIC_VERSION, nw, nw == 1 ? "" : "s", plan->policy,
-		cfg->io_mode == CFG_IO_SPLICE ? "splice" : "buffer",
+		cfg->io_mode == CFG_IO_SPLICE ? "splice" : cfg->io_mode == CFG_IO_BUFFER ? "buffer" : "auto",
 		cfg->max_connections, plan->nnodes,
 		mem_have_jemalloc() ? "" : " (libc allocator)");
 	log_settings(cfg);

@@ -121,10 +121,11 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 			 arc_errname(p->io_uring_err));
 		return -1;
 	}
-	if (cfg->io_mode == CFG_IO_BUFFER && !p->buf_ring) {
+	if (cfg->io_mode != CFG_IO_SPLICE && !p->buf_ring) {
 		snprintf(err, errlen,
-			 "ARCTIC_IO_MODE: invalid value 'buffer' (this kernel lacks "
-			 "provided-buffer rings, 5.19+; use ARCTIC_IO_MODE=splice)");
+			 "ARCTIC_IO_MODE: invalid value '%s' (this kernel lacks "
+			 "provided-buffer rings, 5.19+; use ARCTIC_IO_MODE=splice)",
+			 cfg->io_mode == CFG_IO_AUTO ? "auto" : "buffer");
 		return -1;
 	}
 	/* SQPOLL is not probed here: a test ring's SQ thread would linger

@@ -49,9 +49,6 @@ struct conn *conn_slot_alloc(struct worker *w)
 	c->fd[0] = c->fd[1] = -1;
 	c->idle_prev = c->idle_next = RELAY_NONE;
 	c->wait_prev = c->wait_next = RELAY_NONE;
-	for (int d = 0; d < 2; d++)
-		if (w->cfg->io_mode == CFG_IO_SPLICE)
-			c->dir[d].s.pipe_r = c->dir[d].s.pipe_w = -1;
 	return c;
 }
 
@@ -134,8 +131,8 @@ static void unpark_unlink(struct worker *w, struct conn *c)
 	else
 		w->wait_tail = c->wait_prev;
 	c->wait_prev = c->wait_next = RELAY_NONE;
-	c->dir[0].flags &= (uint8_t)~DF_WAIT_BUF;
-	c->dir[1].flags &= (uint8_t)~DF_WAIT_BUF;
+	c->dir[0].flags &= (uint16_t)~DF_WAIT_BUF;
+	c->dir[1].flags &= (uint16_t)~DF_WAIT_BUF;
 }
 
 /* ---- teardown ------------------------------------------------------ */
@@ -145,11 +142,9 @@ static void conn_release(struct worker *w, struct conn *c)
 	ARC_BUG_ON(c->inflight != 0);
 	for (int d = 0; d < 2; d++) {
 		struct relay_dir *x = &c->dir[d];
-		if (w->cfg->io_mode == CFG_IO_SPLICE) {
-			if (x->s.pipe_r >= 0)
-				close(x->s.pipe_r);
-			if (x->s.pipe_w >= 0)
-				close(x->s.pipe_w);
+		if (x->flags & DF_SPLICE) {
+			close(x->s.pipe_r);
+			close(x->s.pipe_w);
 		} else {
 			while (x->q_count) {
 				worker_buf_put(w, x->b.q_bid[x->q_head]);
@@ -223,10 +218,25 @@ static void forward_eof(struct worker *w, struct conn *c, int d)
 	(void)shutdown(c->fd[1 - d], SHUT_WR);
 }
 
+static int make_pipe(struct worker *w, struct conn *c, int d);
+static void pump_splice(struct worker *w, struct conn *c, int d);
+
 static void pump_buf(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	int from = c->fd[d], to = c->fd[1 - d];
+
+	/* auto mode: a direction that streams moves to a pipe once nothing
+	 * of it is in flight, so no byte can overtake another */
+	if ((x->flags & DF_TO_SPLICE) && !x->q_count &&
+	    !(x->flags & (DF_RECV | DF_SEND | DF_EOF))) {
+		x->flags &= (uint16_t)~DF_TO_SPLICE;
+		if (make_pipe(w, c, d) == 0) {
+			pump_splice(w, c, d);
+			return;
+		}
+		x->streak = 0; /* no pipe to be had (EMFILE): stay on buffers */
+	}
 
 	if (!(x->flags & DF_SEND) && x->q_count) {
 		uint16_t bid = x->b.q_bid[x->q_head];
@@ -240,7 +250,7 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 		x->flags |= DF_SEND;
 		c->inflight++;
 	}
-	if (!(x->flags & (DF_RECV | DF_EOF | DF_WAIT_BUF)) &&
+	if (!(x->flags & (DF_RECV | DF_EOF | DF_WAIT_BUF | DF_TO_SPLICE)) &&
 	    x->q_count < w->cfg->inflight) {
 		struct io_uring_sqe *sqe = worker_sqe(w);
 		/* BUFFER_SELECT: the kernel picks a buffer from group 0 only
@@ -266,7 +276,7 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 {
 	struct relay_dir *x = &c->dir[d];
 	int res = cqe->res;
-	x->flags &= (uint8_t)~DF_RECV;
+	x->flags &= (uint16_t)~DF_RECV;
 	if (res > 0) {
 		ARC_BUG_ON(!(cqe->flags & IORING_CQE_F_BUFFER));
 		ARC_BUG_ON(x->q_count >= RELAY_MAX_INFLIGHT);
@@ -275,9 +285,15 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 		x->b.q_len[tail] = (uint32_t)res;
 		x->q_count++;
 		if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
-			x->flags &= (uint8_t)~DF_DRAINED;
+			x->flags &= (uint16_t)~DF_DRAINED;
 		else
 			x->flags |= DF_DRAINED;
+		if (w->cfg->io_mode == CFG_IO_AUTO) {
+			if ((uint32_t)res < w->buf_size)
+				x->streak = 0;
+			else if (++x->streak >= w->cfg->splice_after)
+				x->flags |= DF_TO_SPLICE;
+		}
 		idle_touch(w, c);
 		pump_buf(w, c, d);
 		return;
@@ -297,7 +313,7 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 static void on_send(struct worker *w, struct conn *c, int d, int res)
 {
 	struct relay_dir *x = &c->dir[d];
-	x->flags &= (uint8_t)~DF_SEND;
+	x->flags &= (uint16_t)~DF_SEND;
 	if (res <= 0) {
 		conn_fail(w, c, res ? res : -EPIPE);
 		return;
@@ -401,15 +417,25 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 	arm_poll(w, c, d, x->s.bytes != 0);
 }
 
-static int make_pipes(struct conn *c)
+/* Gives direction d a pipe; its capacity (ARCTIC_PIPE_SIZE) bounds the
+ * bytes in flight. 0 or -errno. */
+static int make_pipe(struct worker *w, struct conn *c, int d)
 {
-	for (int d = 0; d < 2; d++) {
-		int p[2];
-		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
-			return -errno;
-		c->dir[d].s.pipe_r = p[0];
-		c->dir[d].s.pipe_w = p[1];
+	int p[2];
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
+		return -errno;
+	if (w->cfg->pipe_size != 65536 &&
+	    fcntl(p[1], F_SETPIPE_SZ, (int)w->cfg->pipe_size) == -1) {
+		int e = -errno;
+		close(p[0]);
+		close(p[1]);
+		return e;
 	}
+	struct relay_dir *x = &c->dir[d];
+	x->s.pipe_r = p[0];
+	x->s.pipe_w = p[1];
+	x->s.bytes = 0;
+	x->flags |= DF_SPLICE;
 	return 0;
 }
 
@@ -417,7 +443,7 @@ static int make_pipes(struct conn *c)
 
 static void pump(struct worker *w, struct conn *c, int d)
 {
-	if (w->cfg->io_mode == CFG_IO_SPLICE)
+	if (c->dir[d].flags & DF_SPLICE)
 		pump_splice(w, c, d);
 	else
 		pump_buf(w, c, d);
@@ -511,7 +537,9 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 				 &one, sizeof(one));
 	}
 	if (cfg->io_mode == CFG_IO_SPLICE) {
-		int rc = make_pipes(c);
+		int rc = make_pipe(w, c, C2U);
+		if (!rc)
+			rc = make_pipe(w, c, U2C);
 		if (rc) {
 			worker_log(w, LOG_OTHER,
 				   "pipe2() failed: %s (conn %u, worker %u)",
@@ -561,14 +589,14 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 		on_send(w, c, d, cqe->res);
 		break;
 	case OP_POLL_IN:
-		c->dir[d].flags &= (uint8_t)~DF_RECV;
+		c->dir[d].flags &= (uint16_t)~DF_RECV;
 		if (cqe->res < 0)
 			conn_fail(w, c, cqe->res);
 		else
 			pump_splice(w, c, d);
 		break;
 	case OP_POLL_OUT:
-		c->dir[d].flags &= (uint8_t)~DF_SEND;
+		c->dir[d].flags &= (uint16_t)~DF_SEND;
 		if (cqe->res < 0)
 			conn_fail(w, c, cqe->res);
 		else
@@ -582,7 +610,7 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 void conn_unpark(struct worker *w, uint32_t slot)
 {
 	struct conn *c = &w->conns[slot];
-	uint8_t f0 = c->dir[0].flags, f1 = c->dir[1].flags;
+	uint16_t f0 = c->dir[0].flags, f1 = c->dir[1].flags;
 	unpark_unlink(w, c);
 	if (f0 & DF_WAIT_BUF)
 		pump_buf(w, c, 0);

@@ -508,10 +508,11 @@ static void *worker_main(void *arg)
 	w->free_head = w->wait_head = w->wait_tail = RELAY_NONE;
 	w->idle_head = w->idle_tail = RELAY_NONE;
 	w->connect_ts.tv_sec = w->cfg->timeout_secs;
+	w->buf_size = w->cfg->buf_size;
 
 	if (setup_ring(w, err, sizeof(err)))
 		goto fail;
-	if (w->cfg->io_mode == CFG_IO_BUFFER &&
+	if (w->cfg->io_mode != CFG_IO_SPLICE &&
 	    setup_buffers(w, err, sizeof(err)))
 		goto fail_ring;
 

@@ -16,7 +16,7 @@
 extern "C" {
 #endif
 
-enum cfg_io_mode { CFG_IO_BUFFER = 0, CFG_IO_SPLICE = 1 };
+enum cfg_io_mode { CFG_IO_AUTO = 0, CFG_IO_BUFFER = 1, CFG_IO_SPLICE = 2 };
 enum cfg_poll { CFG_POLL_WAIT = 0, CFG_POLL_HYBRID = 1, CFG_POLL_BUSY = 2 };
 enum cfg_stats_format { CFG_STATS_TEXT = 0, CFG_STATS_JSON = 1 };
 
@@ -47,6 +47,8 @@ struct config {
 	uint32_t buf_size;
 	uint32_t buf_count;
 	uint32_t inflight;
+	uint32_t pipe_size;
+	uint32_t splice_after;
 	uint32_t ring_entries;
 	uint32_t quickack;
 

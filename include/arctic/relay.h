@@ -71,12 +71,14 @@ enum {
 	DF_SHUT_DONE = 1 << 4,
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
 	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
+	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
+	DF_TO_SPLICE = 1 << 8,/* auto mode: switch to a pipe once buffers drain */
 };
 
 struct relay_dir {
-	uint8_t flags;
+	uint16_t flags;
 	uint8_t q_head, q_count; /* buffer mode: received, not yet sent */
-	uint8_t pad;
+	uint8_t streak;          /* auto mode: full buffers in a row */
 	uint32_t send_off;       /* bytes of the head buffer already sent */
 	union {
 		struct {

@@ -1,4 +1,5 @@
-"""Shared body of test_integrity_buffer.py / test_integrity_splice.py."""
+"""Shared body of test_integrity_{auto,buffer,splice}.py."""
+import threading
 import time
 import harness as h
 
@@ -17,12 +18,29 @@ def run_integrity(mode):
     t0 = time.monotonic()
     clients = [h.DuplexClient(p.addr, cid, up=SIZE, down=SIZE, timeout=60)
                for cid in range(1, N_CONN + 1)]
+    # the pipes in the proxy's fd table show which relay path carried the bytes
+    pipes_seen = [0]
+    sampling = threading.Event()
+
+    def sample():
+        while not sampling.is_set():
+            try:
+                # fds 0-2 are the harness's own pipes to the proxy
+                n = sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
+            except Exception:
+                n = 0
+            pipes_seen[0] = max(pipes_seen[0], n)
+            time.sleep(0.05)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     for c in clients:
         c.start()
     deadline = time.monotonic() + 80
     for c in clients:
         c.join(max(0.0, deadline - time.monotonic()))
     dt = time.monotonic() - t0
+    sampling.set()
+    sampler.join(5)
     problems = []
     for c in clients:
         problems += c.problems(srv)
@@ -32,6 +50,12 @@ def run_integrity(mode):
     total = 2 * N_CONN * SIZE
     h.log(f"{mode} mode: {N_CONN} connections x {SIZE >> 20} MiB each way verified "
           f"({total / dt / 1e6:.0f} MB/s aggregate, {dt:.1f} s)")
+    if mode == "buffer":
+        h.check(pipes_seen[0] == 0, f"buffer mode opened {pipes_seen[0]} pipe descriptors")
+    else:
+        h.check(pipes_seen[0] > 0, f"{mode} mode: no pipe seen in the proxy during 8 MiB streams "
+                "(the bytes never took the splice path)")
+    h.log(f"{mode} mode: up to {pipes_seen[0]} pipe descriptors open during the transfer")
     n_scripted = len(srv.by_id)
     h.check(n_scripted == N_CONN,
             f"upstream saw {n_scripted} scripted connections, expected {N_CONN}")

@@ -40,7 +40,7 @@ static void test_defaults(void)
 	CHECK(cfg.reject_sleep_ms == 10, "%u", cfg.reject_sleep_ms);
 	CHECK(cfg.shutdown_drain_secs == 5, "%u", cfg.shutdown_drain_secs);
 	CHECK(cfg.upstream_test_timeout_secs == 3, "%u", cfg.upstream_test_timeout_secs);
-	CHECK(cfg.io_mode == CFG_IO_BUFFER, "%u", cfg.io_mode);
+	CHECK(cfg.io_mode == CFG_IO_AUTO, "%u", cfg.io_mode);
 	CHECK(cfg.stats_interval_ms == 1000, "%u", cfg.stats_interval_ms);
 }
 
@@ -132,7 +132,7 @@ static void test_env(void)
 	char *e1[] = {"ARCTIC_WORKRES=2", NULL};
 	expect_err(e1, 1, argv, "ARCTIC_WORKRES: unknown variable (did you mean ARCTIC_WORKERS?)");
 	char *e2[] = {"ARCTIC_IO_MODE=foo", NULL};
-	expect_err(e2, 1, argv, "ARCTIC_IO_MODE: invalid value 'foo' (expected buffer or splice)");
+	expect_err(e2, 1, argv, "ARCTIC_IO_MODE: invalid value 'foo' (expected auto or buffer or splice)");
 	char *e8[] = {"ARCTIC_POLL=spin", NULL};
 	expect_err(e8, 1, argv, "ARCTIC_POLL: invalid value 'spin' (expected wait or hybrid or busy)");
 	char *e3[] = {"ARCTIC_BUF_COUNT=100", NULL};
