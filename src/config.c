@@ -64,7 +64,7 @@ const struct cfg_option cfg_options[] = {
 	ENV_U32("ARCTIC_PIPE_SIZE", pipe_size, 4096, 1048576, "262144",
 		"pipe capacity per spliced direction (bounds bytes in flight)"),
 	ENV_U32("ARCTIC_SPLICE_AFTER", splice_after, 1, 255, "4",
-		"auto: full buffers in a row before a direction switches to splice"),
+		"auto: big reads in a row (>= 1/4 buffer) before a direction switches to splice"),
 	ENV_U32("ARCTIC_INFLIGHT", inflight, 1, 8, "2",
 		"relay buffers held per direction (bounds bytes in flight)"),
 	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 32768, "1024",

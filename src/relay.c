@@ -289,7 +289,11 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 		else
 			x->flags |= DF_DRAINED;
 		if (w->cfg->io_mode == CFG_IO_AUTO) {
-			if ((uint32_t)res < w->buf_size)
+			/* streaming: big reads, or more data waiting behind this
+			 * one; request/response traffic of small messages never
+			 * builds a streak */
+			if ((uint32_t)res < w->buf_size / 4 &&
+			    !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY))
 				x->streak = 0;
 			else if (++x->streak >= w->cfg->splice_after)
 				x->flags |= DF_TO_SPLICE;
