@@ -175,53 +175,57 @@ def test_socket_options(echo):
     h.log("socket options read back from the proxy's sockets")
 
 
+def cpu_share(p, seconds=1.5):
+    """CPU the proxy used per wall second over the next `seconds`."""
+    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
+    h.time.sleep(seconds)
+    return (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
+
+
+def last_totals(p):
+    return json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+
+
+def start_json(echo, env):
+    return h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
+                         env=dict(env, ARCTIC_STATS_FORMAT="json", ARCTIC_STATS_INTERVAL_MS="200"))
+
+
 def test_busy_loop(echo):
     # spinning: the worker burns CPU while idle when no fallback is allowed
-    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
-                      env={"ARCTIC_POLL": "busy", "ARCTIC_POLL_IDLE_US": "0", "ARCTIC_WORKERS": "1",
-                           "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": "200"})
+    p = start_json(echo, {"ARCTIC_POLL": "busy", "ARCTIC_POLL_IDLE_US": "0", "ARCTIC_WORKERS": "1"})
     echo_ok(p, "busy-loop echo")
-    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
-    h.time.sleep(1.5)
-    spin = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
-    last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
-    h.check(last["total"]["busy_spins"] > 1000, f"busy loop: only {last['total']['busy_spins']} spins")
+    spin = cpu_share(p)
+    tot = last_totals(p)
+    h.check(tot["busy_spins"] > 1000, f"busy loop: only {tot['busy_spins']} spins")
     # a spinning worker takes what the (shared, maybe loaded) machine gives it; a
-    # sleeping one takes ~0. The idle-limit run below is held to < 0.1.
+    # sleeping one takes ~0. The idle-limit runs below are held to < 0.1.
     h.check(spin > 0.15, f"ARCTIC_POLL=busy with no idle limit used only {spin:.2f} CPU while idle")
     p.stop()
 
     # with an idle limit it falls back to sleeping
-    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
-                      env={"ARCTIC_POLL": "busy", "ARCTIC_POLL_IDLE_US": "100000",
-                           "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": "200"})
+    p = start_json(echo, {"ARCTIC_POLL": "busy", "ARCTIC_POLL_IDLE_US": "100000"})
     echo_ok(p, "busy-loop echo with idle limit")
     h.time.sleep(1.0)
-    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
-    h.time.sleep(1.5)
-    idle = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
-    last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
+    idle = cpu_share(p)
     h.check(idle < 0.1, f"ARCTIC_POLL=busy, POLL_IDLE_US=100000: idle proxy used {idle:.2f} CPU")
-    h.check(last["total"]["idle_fallbacks"] >= 1, "no idle fallback counted")
+    h.check(last_totals(p)["idle_fallbacks"] >= 1, "no idle fallback counted")
     echo_ok(p, "busy-loop echo after falling back")
     p.stop()
     h.log(f"busy loop: {spin:.2f} CPU spinning, {idle:.3f} CPU after the idle limit")
 
     # the default, hybrid: spins across traffic gaps, sleeps when traffic stops
-    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
-                      env={"ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": "200"})
+    p = start_json(echo, {})
     for _ in range(20):
         echo_ok(p, "hybrid echo")
     h.time.sleep(0.5)
-    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
-    h.time.sleep(1.5)
-    hyb = (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
-    last = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])
-    h.check(last["total"]["busy_spins"] > 0 and last["total"]["idle_fallbacks"] > 0,
-            f"default (hybrid) loop neither spun nor fell back: {last['total']}")
+    hyb = cpu_share(p)
+    tot = last_totals(p)
+    h.check(tot["busy_spins"] > 0 and tot["idle_fallbacks"] > 0,
+            f"default (hybrid) loop neither spun nor fell back: {tot}")
     h.check(hyb < 0.1, f"default (hybrid) poll: idle proxy used {hyb:.2f} CPU")
     p.stop()
-    h.log(f"hybrid default: {last['total']['busy_spins']} spins, {hyb:.3f} CPU idle")
+    h.log(f"hybrid default: {tot['busy_spins']} spins, {hyb:.3f} CPU idle")
 
 
 def test_bad_values():
