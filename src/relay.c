@@ -208,8 +208,8 @@ static void conn_fail(struct worker *w, struct conn *c, int res)
  * turn into an RST, and a shutdown per connection is saved. */
 static void forward_eof(struct worker *w, struct conn *c, int d)
 {
-	c->dir[d].flags |= DF_SHUT | DF_SHUT_DONE;
-	if (c->dir[1 - d].flags & DF_SHUT_DONE) {
+	c->dir[d].flags |= DF_SHUT;
+	if (c->dir[1 - d].flags & DF_SHUT) {
 		conn_close(w, c, false);
 		return;
 	}

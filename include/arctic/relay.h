@@ -67,8 +67,7 @@ enum {
 	DF_RECV = 1 << 0,     /* recv (or POLLIN) in flight */
 	DF_SEND = 1 << 1,     /* send (or POLLOUT) in flight */
 	DF_EOF = 1 << 2,      /* source said EOF */
-	DF_SHUT = 1 << 3,     /* EOF forwarded: shutdown(SHUT_WR) of destination */
-	DF_SHUT_DONE = 1 << 4,
+	DF_SHUT = 1 << 3,     /* EOF forwarded to the destination: direction done */
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
 	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
 	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
