@@ -82,17 +82,23 @@ static void arm_accept(struct worker *w)
 	w->accept_armed = true;
 }
 
+/* Cancels the armed multishot accept; its last CQE clears accept_armed. */
+static void cancel_accept(struct worker *w)
+{
+	if (!w->accept_armed)
+		return;
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_cancel64(sqe, relay_ud(OP_ACCEPT, 0, 0), 0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+}
+
 /* Stops accepting for ms (a ring timeout, never a sleep). */
 static void pause_accept(struct worker *w, unsigned ms)
 {
 	if (w->accept_paused)
 		return;
 	w->accept_paused = true;
-	if (w->accept_armed) {
-		struct io_uring_sqe *sqe = worker_sqe(w);
-		io_uring_prep_cancel64(sqe, relay_ud(OP_ACCEPT, 0, 0), 0);
-		io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
-	}
+	cancel_accept(w);
 	w->pause_ts.tv_sec = ms / 1000;
 	w->pause_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
 	struct io_uring_sqe *sqe = worker_sqe(w);
@@ -198,11 +204,7 @@ static void begin_drain(struct worker *w)
 	if (shutdown(w->listen_fd, SHUT_RDWR) == -1)
 		arc_log("shutdown(listener) failed: %s (worker %u)",
 			arc_errname(errno), w->idx);
-	if (w->accept_armed) {
-		struct io_uring_sqe *sqe = worker_sqe(w);
-		io_uring_prep_cancel64(sqe, relay_ud(OP_ACCEPT, 0, 0), 0);
-		io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
-	}
+	cancel_accept(w);
 	w->drain_deadline_ns = arc_now_ns() +
 			       (uint64_t)w->cfg->shutdown_drain_secs * 1000000000ull;
 	if (w->nconns && !w->cfg->shutdown_drain_secs)

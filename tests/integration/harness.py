@@ -947,6 +947,30 @@ def send_pattern(conn, rec, seed, nbytes, rate=None, chunk=256 * KiB, stop_event
     return True
 
 
+def read_command(conn, rec):
+    """Reads the one-line command a scripted client sends first; None (and
+    rec.end_in set) if the connection ends before the newline."""
+    conn.settimeout(20)
+    cmd = b""
+    while not cmd.endswith(b"\n"):
+        c = conn.recv(1)
+        if not c:
+            rec.end_in = "eof-before-command"
+            return None
+        cmd += c
+    return cmd.strip().decode()
+
+
+def _wait_accepted(server, n, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.accepted >= n:
+            return
+        time.sleep(0.02)
+    fail(f"{server.name}: upstream accepted {server.accepted} connections, expected {n} "
+         f"within {timeout:.0f} s")
+
+
 class ThreadedServer:
     """Accept loop thread + one daemon thread per connection running handler(conn, rec)."""
 
@@ -1007,13 +1031,7 @@ class ThreadedServer:
             rec.done.set()
 
     def wait_accepted(self, n, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.accepted >= n:
-                return
-            time.sleep(0.02)
-        fail(f"{self.name}: upstream accepted {self.accepted} connections, expected {n} "
-             f"within {timeout:.0f} s")
+        _wait_accepted(self, n, timeout)
 
     def wait_done(self, rec, timeout, what="upstream connection"):
         if not rec.done.wait(timeout):
@@ -1504,13 +1522,7 @@ class EchoServer:
                     sel.modify(conn, want, st)
 
     def wait_accepted(self, n, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.accepted >= n:
-                return
-            time.sleep(0.02)
-        fail(f"{self.name}: upstream accepted {self.accepted} connections, expected {n} "
-             f"within {timeout:.0f} s")
+        _wait_accepted(self, n, timeout)
 
     def stop(self):
         self._stop.set()

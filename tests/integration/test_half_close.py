@@ -21,16 +21,11 @@ PAUSE = 1.0
 
 
 def handler(conn, rec):
-    conn.settimeout(20)
-    cmd = b""
-    while not cmd.endswith(b"\n"):
-        c = conn.recv(1)
-        if not c:
-            rec.end_in = "eof-before-command"
-            return
-        cmd += c
-    rec.info["cmd"] = cmd.strip().decode()
-    if cmd == b"A\n":
+    cmd = h.read_command(conn, rec)
+    if cmd is None:
+        return
+    rec.info["cmd"] = cmd
+    if cmd == "A":
         h.read_to_end(conn, rec, keep=True, timeout=20)
         time.sleep(PAUSE)  # half-open: client->upstream finished, upstream->client open
         try:
@@ -40,7 +35,7 @@ def handler(conn, rec):
             rec.error_out = h.errno_name(e)
         rec.t_out_done = time.monotonic()
         # plain close() -> FIN
-    elif cmd == b"B\n":
+    elif cmd == "B":
         try:
             conn.sendall(B_DOWN)
             rec.bytes_out = len(B_DOWN)

@@ -21,15 +21,9 @@ CUT = 256 * h.KiB
 
 
 def handler(conn, rec):
-    conn.settimeout(20)
-    cmd = b""
-    while not cmd.endswith(b"\n"):
-        c = conn.recv(1)
-        if not c:
-            rec.end_in = "eof-before-command"
-            return
-        cmd += c
-    cmd = cmd.strip().decode()
+    cmd = h.read_command(conn, rec)
+    if cmd is None:
+        return
     rec.info["cmd"] = cmd
     if cmd == "A1":
         h.send_pattern(conn, rec, seed=11, nbytes=A1_BYTES)
