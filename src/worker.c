@@ -414,6 +414,10 @@ static int setup_ring(struct worker *w, char *err, size_t errlen)
 			return rc;
 		}
 	}
+	/* Registered ring fd: io_uring_enter(2) skips the fd table lookup
+	 * (fdget/fdput) on every call. Best effort: a kernel before 5.18
+	 * says EINVAL and the plain fd keeps working. */
+	(void)io_uring_register_ring_fd(&w->ring);
 	return 0;
 }
 
