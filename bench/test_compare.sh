@@ -6,7 +6,9 @@
 #  2. a proxy that cannot start (prints a start-up error, exits 1) is a recorded failure;
 #  3. a proxy that dies mid-run (a fake arctic-proxy that exits after ~1 s) is a recorded
 #     failure for rr and bulk1 - no hang, no driver crash;
-#  4. nothing the driver started is left running.
+#  4. nothing the driver started is left running;
+#  5. a positional argument in --matrix ('default|buffer_size=0') becomes its own column,
+#     started with that argument replaced.
 #
 # Standalone: bench/test_compare.sh   exit 0 = pass, 1 = fail, 77 = skipped (no wrk/nginx/
 # iperf3/cc on this machine; ctest: set SKIP_RETURN_CODE 77).  Takes ~40 s.
@@ -89,7 +91,7 @@ common=(--reps 1 --warmup-reps 0 --upstream-warmup 1 --quiet-wait 1 --redo-budge
 echo "# 1+2: missing haproxy binary, arctic that cannot start"
 "$compare" --proxies arctic,haproxy,direct --haproxy-bin /nonexistent/haproxy \
     --arctic-bin "$tmp/nostart-arctic" --workloads rr1 --duration 1 "${common[@]}" \
-    --out "$tmp/r1" > "$tmp/r1.log" 2>&1
+    --matrix 'default|buffer_size=0' --out "$tmp/r1" > "$tmp/r1.log" 2>&1
 rc=$?
 [ $rc -eq 0 ] && ok "run 1 exit status 0" || { bad "run 1 exit status $rc"; tail -20 "$tmp/r1.log"; }
 check_grep "skip message for the missing haproxy" "skipping haproxy: /nonexistent/haproxy not found" "$tmp/r1.log"
@@ -97,6 +99,11 @@ check_grep "summary lists haproxy as skipped" "skipped haproxy" "$tmp/r1/summary
 check_grep "direct still measured" "^direct,rr1,req_per_s,[0-9.]+," "$tmp/r1/results.csv"
 check_grep "arctic start failure recorded in results.csv" "^arctic,rr1,failure,.*failed to start.*EADDRINUSE" "$tmp/r1/results.csv"
 check_grep "arctic start failure shown in summary.md" "FAILED: failed to start" "$tmp/r1/summary.md"
+check_grep "a positional matrix key is its own column" "^arctic\[buffer_size=0\],rr1,failure," "$tmp/r1/results.csv"
+check_grep "... started with that argument replaced" "nostart-arctic 127.0.0.1:[0-9]+ 127.0.0.1:[0-9]+ 100000 5 0 4096 10 5 3$" \
+    "$(ls "$tmp"/r1/work/proxies/arctic_buffer_size=0_-*.cmd | head -1)"
+check_grep "... and the default column with the default" "nostart-arctic 127.0.0.1:[0-9]+ 127.0.0.1:[0-9]+ 100000 5 65536 4096 10 5 3$" \
+    "$(ls "$tmp"/r1/work/proxies/arctic-*.cmd | head -1)"
 if grep -q "^haproxy," "$tmp/r1/results.csv"; then bad "skipped haproxy has result rows"; else ok "no rows for skipped haproxy"; fi
 
 echo "# 3: arctic dies mid-run"
