@@ -29,6 +29,8 @@ static inline uint64_t ud_of(const struct worker *w, const struct conn *c,
 	return relay_ud(op, slot_of(w, c), c->gen);
 }
 
+static void drop_pipe(struct worker *w, struct relay_dir *x);
+
 /* ---- slab ---------------------------------------------------------- */
 
 struct conn *conn_slot_alloc(struct worker *w)
@@ -143,8 +145,9 @@ static void conn_release(struct worker *w, struct conn *c)
 	for (int d = 0; d < 2; d++) {
 		struct relay_dir *x = &c->dir[d];
 		if (x->flags & DF_SPLICE) {
-			close(x->s.pipe_r);
-			close(x->s.pipe_w);
+			if (x->flags & DF_TRIAL)
+				w->pipe_trials--;
+			drop_pipe(w, x);
 		} else {
 			while (x->q_count) {
 				worker_buf_put(w, x->b.q_bid[x->q_head]);
@@ -360,6 +363,45 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
 	c->inflight++;
 }
 
+/* Auto mode starts a direction on a pipe (a "trial", up to
+ * ARCTIC_PIPE_TRIAL per worker): TCP settles a connection's receive window
+ * and segment size in its first milliseconds, and a direction drained
+ * through a pipe from its first byte settles larger than one that starts
+ * on buffers (~62 KiB segments instead of ~47 KiB on loopback). A read of
+ * a quarter buffer or more ends the trial: the direction streams and keeps
+ * its pipe. TRIAL_SMALL_READS small reads end it the other way: with the
+ * socket drained and the pipe empty, the direction moves to buffers
+ * (request/response traffic costs less there: one ring submission per
+ * message instead of a poll and two splice calls). */
+#define TRIAL_SMALL_READS 2
+
+static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
+{
+	if (n >= w->buf_size / 4) {
+		x->flags &= (uint16_t)~DF_TRIAL;
+		w->pipe_trials--;
+		x->streak = 0;
+	} else if (x->streak < UINT8_MAX) {
+		x->streak++;
+	}
+}
+
+/* Trial over, small messages: close the pipe (empty, nothing in flight on
+ * this direction) and continue on buffers; the socket was just drained. */
+static void leave_pipe(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
+	drop_pipe(w, x);
+	w->pipe_trials--;
+	x->flags &= (uint16_t)~(DF_TRIAL | DF_SPLICE);
+	x->flags |= DF_DRAINED;
+	x->streak = 0;
+	x->q_head = x->q_count = 0;
+	x->send_off = 0;
+	pump_buf(w, c, d);
+}
+
 /* Moves bytes source -> pipe -> destination with non-blocking splice(2)
  * calls made inline: io_uring's own SPLICE op on sockets is handed to
  * io-wq threads (two context switches per call), while readiness from a
@@ -401,6 +443,8 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			x->s.bytes += (uint32_t)n;
+			if (x->flags & DF_TRIAL)
+				judge_trial(w, x, (size_t)n);
 			idle_touch(w, c);
 			continue;
 		}
@@ -411,6 +455,10 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN) {
+			if ((x->flags & DF_TRIAL) && x->streak >= TRIAL_SMALL_READS) {
+				leave_pipe(w, c, d);
+				return;
+			}
 			arm_poll(w, c, d, false);
 			return;
 		}
@@ -426,14 +474,21 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 static int make_pipe(struct worker *w, struct conn *c, int d)
 {
 	int p[2];
-	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
-		return -errno;
-	if (w->cfg->pipe_size != 65536 &&
-	    fcntl(p[1], F_SETPIPE_SZ, (int)w->cfg->pipe_size) == -1) {
-		int e = -errno;
-		close(p[0]);
-		close(p[1]);
-		return e;
+	if (w->pipes_pooled) {
+		w->pipe_pool_used = true;
+		w->pipes_pooled--;
+		p[0] = w->pipe_pool[2 * w->pipes_pooled];
+		p[1] = w->pipe_pool[2 * w->pipes_pooled + 1];
+	} else {
+		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
+			return -errno;
+		if (w->cfg->pipe_size != 65536 &&
+		    fcntl(p[1], F_SETPIPE_SZ, (int)w->cfg->pipe_size) == -1) {
+			int e = -errno;
+			close(p[0]);
+			close(p[1]);
+			return e;
+		}
 	}
 	struct relay_dir *x = &c->dir[d];
 	x->s.pipe_r = p[0];
@@ -441,6 +496,23 @@ static int make_pipe(struct worker *w, struct conn *c, int d)
 	x->s.bytes = 0;
 	x->flags |= DF_SPLICE;
 	return 0;
+}
+
+/* Gives a direction's pipe back: to the worker's pool when it is empty and
+ * the pool has room, closed otherwise (bytes left in it are dropped with
+ * the connection). */
+static void drop_pipe(struct worker *w, struct relay_dir *x)
+{
+	if (!x->s.bytes && w->pipes_pooled < w->cfg->pipe_trial) {
+		w->pipe_pool[2 * w->pipes_pooled] = x->s.pipe_r;
+		w->pipe_pool[2 * w->pipes_pooled + 1] = x->s.pipe_w;
+		w->pipes_pooled++;
+		w->pipe_pool_used = true;
+	} else {
+		close(x->s.pipe_r);
+		close(x->s.pipe_w);
+	}
+	x->flags &= (uint16_t)~DF_SPLICE;
 }
 
 /* ---- connection start ---------------------------------------------- */
@@ -540,7 +612,15 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		(void)setsockopt(c->fd[FD_UPSTREAM], IPPROTO_TCP, TCP_QUICKACK,
 				 &one, sizeof(one));
 	}
-	if (cfg->io_mode == CFG_IO_SPLICE) {
+	if (cfg->io_mode == CFG_IO_AUTO) {
+		/* best effort: no pipe (limit, EMFILE) means buffers */
+		for (int d = 0; d < 2; d++)
+			if (w->pipe_trials < cfg->pipe_trial &&
+			    make_pipe(w, c, d) == 0) {
+				c->dir[d].flags |= DF_TRIAL;
+				w->pipe_trials++;
+			}
+	} else if (cfg->io_mode == CFG_IO_SPLICE) {
 		int rc = make_pipe(w, c, C2U);
 		if (!rc)
 			rc = make_pipe(w, c, U2C);

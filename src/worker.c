@@ -160,7 +160,8 @@ static void arm_tick(struct worker *w)
 {
 	if (w->tick_armed || w->state == W_DONE)
 		return;
-	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING)
+	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING &&
+	    !w->pipes_pooled)
 		return;
 	/* Idle connections close within a quarter second of their limit; a
 	 * drain notices its deadline within 100 ms. */
@@ -172,9 +173,21 @@ static void arm_tick(struct worker *w)
 	w->tick_armed = true;
 }
 
+/* Closes the pooled pipes: a pool with no traffic for a tick gives its
+ * descriptors back, so an idle proxy holds no pipes. */
+static void pipe_pool_release(struct worker *w)
+{
+	for (uint32_t i = 0; i < 2 * w->pipes_pooled; i++)
+		close(w->pipe_pool[i]);
+	w->pipes_pooled = 0;
+}
+
 static void on_tick(struct worker *w)
 {
 	w->tick_armed = false;
+	if (w->pipes_pooled && !w->pipe_pool_used)
+		pipe_pool_release(w);
+	w->pipe_pool_used = false;
 	w->now_ms = (uint32_t)(arc_now_ns() / 1000000ull);
 	if (w->cfg->idle_timeout_s)
 		conn_idle_scan(w);
@@ -297,6 +310,8 @@ static void run(struct worker *w)
 			reap(w);
 		}
 		stats_add(w->stats, ST_LOOPS, 1);
+		if (w->pipes_pooled && !w->tick_armed)
+			arm_tick(w);
 		if (w->state == W_DRAINING && w->nconns == 0)
 			w->state = W_DONE;
 	}
@@ -501,7 +516,12 @@ static void *worker_main(void *arg)
 	w->cap = w->cfg->max_connections;
 	w->conns = mem_alloc(w->arena, (size_t)w->cap * sizeof(struct conn),
 			     ARC_CACHELINE);
-	if (!w->stats || !w->conns) {
+	if (w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER)
+		w->pipe_pool = mem_alloc(w->arena, (size_t)w->cfg->pipe_trial *
+						   2 * sizeof(int), ARC_CACHELINE);
+	if (!w->stats || !w->conns ||
+	    (w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER &&
+	     !w->pipe_pool)) {
 		snprintf(err, sizeof(err),
 			 "cannot allocate %u connection slots (worker %u)",
 			 w->cap, w->idx);
@@ -581,6 +601,9 @@ void worker_join(struct worker *w)
 
 void worker_free(struct worker *w)
 {
+	pipe_pool_release(w);
+	mem_free(w->pipe_pool);
+	w->pipe_pool = NULL;
 	mem_free(w->conns);
 	mem_free(w->bufs);
 	mem_free(w->br);

@@ -49,6 +49,7 @@ struct config {
 	uint32_t inflight;
 	uint32_t pipe_size;
 	uint32_t splice_after;
+	uint32_t pipe_trial;
 	uint32_t ring_entries;
 	uint32_t quickack;
 

@@ -72,12 +72,14 @@ enum {
 	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
 	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
 	DF_TO_SPLICE = 1 << 8,/* auto mode: switch to a pipe once buffers drain */
+	DF_TRIAL = 1 << 9,    /* auto mode: started on a pipe, not yet judged */
 };
 
 struct relay_dir {
 	uint16_t flags;
 	uint8_t q_head, q_count; /* buffer mode: received, not yet sent */
-	uint8_t streak;          /* auto mode: full buffers in a row */
+	uint8_t streak;          /* auto mode: full buffers in a row (buffers),
+				  * small reads so far (trial pipe) */
 	uint32_t send_off;       /* bytes of the head buffer already sent */
 	union {
 		struct {

@@ -53,6 +53,13 @@ struct worker {
 	uint32_t buf_size, buf_count;
 	/* directions parked on -ENOBUFS, FIFO through conn.wait_next */
 	uint32_t wait_head, wait_tail;
+	/* auto mode: directions on a trial pipe (at most cfg->pipe_trial) */
+	uint32_t pipe_trials;
+	/* empty pipes kept for reuse: pairs {read, write}, at most
+	 * cfg->pipe_trial of them (saves pipe2() and two close() per pipe) */
+	int *pipe_pool;
+	uint32_t pipes_pooled;
+	bool pipe_pool_used; /* taken from or given to since the last tick */
 
 	/* idle timeout: LRU list through conn.idle_prev/next, head = oldest */
 	uint32_t idle_head, idle_tail;

@@ -7,10 +7,13 @@ N_CONN = 32
 SIZE = 8 * h.MiB
 
 
-def run_integrity(mode):
+def run_integrity(mode, env=None):
     srv = h.DuplexServer(backlog=256, name="duplex upstream")
     p = h.start_proxy("127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=3),
-                      env={"ARCTIC_IO_MODE": mode, "ARCTIC_STATS_INTERVAL_MS": 250})
+                      env={"ARCTIC_IO_MODE": mode, "ARCTIC_STATS_INTERVAL_MS": 250,
+                           **(env or {})})
+    if env:
+        mode = f"{mode} ({' '.join(f'{k}={v}' for k, v in env.items())})"
     h.log(f"proxy ({mode} mode) ready on {p.addr_str}; warming expected hashes")
     for cid in range(1, N_CONN + 1):  # precompute so verification doesn't slow the end
         h.pattern_sha256(cid, SIZE)
@@ -61,3 +64,4 @@ def run_integrity(mode):
             f"upstream saw {n_scripted} scripted connections, expected {N_CONN}")
     p.wait_stats(lambda st: st.active == 0, 10, "0 active after all transfers")
     p.check_alive(f"after the {mode} integrity run")
+    p.stop()
