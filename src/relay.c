@@ -455,7 +455,9 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN) {
-			if ((x->flags & DF_TRIAL) && x->streak >= TRIAL_SMALL_READS) {
+			if ((x->flags & DF_TRIAL) &&
+			    x->streak >= TRIAL_SMALL_READS &&
+			    !(x->flags & (DF_RECV | DF_SEND))) {
 				leave_pipe(w, c, d);
 				return;
 			}
