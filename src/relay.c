@@ -30,6 +30,7 @@ static inline uint64_t ud_of(const struct worker *w, const struct conn *c,
 }
 
 static void drop_pipe(struct worker *w, struct relay_dir *x);
+static void end_trial(struct worker *w, struct relay_dir *x);
 
 /* ---- slab ---------------------------------------------------------- */
 
@@ -146,7 +147,7 @@ static void conn_release(struct worker *w, struct conn *c)
 		struct relay_dir *x = &c->dir[d];
 		if (x->flags & DF_SPLICE) {
 			if (x->flags & DF_TRIAL)
-				w->pipe_trials--;
+				end_trial(w, x);
 			drop_pipe(w, x);
 		} else {
 			while (x->q_count) {
@@ -375,28 +376,31 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
  * message instead of a poll and two splice calls). */
 #define TRIAL_SMALL_READS 2
 
-static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
+static void end_trial(struct worker *w, struct relay_dir *x)
 {
-	if (n >= w->buf_size / 4) {
-		x->flags &= (uint16_t)~DF_TRIAL;
-		w->pipe_trials--;
-		x->streak = 0;
-	} else if (x->streak < UINT8_MAX) {
-		x->streak++;
-	}
+	x->flags &= (uint16_t)~DF_TRIAL;
+	w->pipe_trials--;
+	x->streak = 0;
 }
 
-/* Trial over, small messages: close the pipe (empty, nothing in flight on
- * this direction) and continue on buffers; the socket was just drained. */
+static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
+{
+	if (n >= w->buf_size / 4)
+		end_trial(w, x);
+	else if (x->streak < UINT8_MAX)
+		x->streak++;
+}
+
+/* Trial over, small messages: give the pipe back (empty, nothing in flight
+ * on this direction) and continue on buffers; the socket was just
+ * drained. */
 static void leave_pipe(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
+	end_trial(w, x);
 	drop_pipe(w, x);
-	w->pipe_trials--;
-	x->flags &= (uint16_t)~(DF_TRIAL | DF_SPLICE);
 	x->flags |= DF_DRAINED;
-	x->streak = 0;
 	x->q_head = x->q_count = 0;
 	x->send_off = 0;
 	pump_buf(w, c, d);

@@ -516,15 +516,14 @@ static void *worker_main(void *arg)
 	w->cap = w->cfg->max_connections;
 	w->conns = mem_alloc(w->arena, (size_t)w->cap * sizeof(struct conn),
 			     ARC_CACHELINE);
-	if (w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER)
+	bool pool = w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER;
+	if (pool)
 		w->pipe_pool = mem_alloc(w->arena, (size_t)w->cfg->pipe_trial *
 						   2 * sizeof(int), ARC_CACHELINE);
-	if (!w->stats || !w->conns ||
-	    (w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER &&
-	     !w->pipe_pool)) {
+	if (!w->stats || !w->conns || (pool && !w->pipe_pool)) {
 		snprintf(err, sizeof(err),
-			 "cannot allocate %u connection slots (worker %u)",
-			 w->cap, w->idx);
+			 "cannot allocate %u connection slots and %u pooled pipes (worker %u)",
+			 w->cap, pool ? w->cfg->pipe_trial : 0, w->idx);
 		goto fail;
 	}
 	w->info.pu = plan->w[w->idx].pu;
