@@ -364,23 +364,50 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
 	c->inflight++;
 }
 
-/* Auto mode starts a direction on a pipe (a "trial", up to
- * ARCTIC_PIPE_TRIAL per worker): TCP settles a connection's receive window
- * and segment size in its first milliseconds, and a direction drained
- * through a pipe from its first byte settles larger than one that starts
- * on buffers (~62 KiB segments instead of ~47 KiB on loopback). A read of
- * a quarter buffer or more ends the trial: the direction streams and keeps
- * its pipe. TRIAL_SMALL_READS small reads end it the other way: with the
- * socket drained and the pipe empty, the direction moves to buffers
- * (request/response traffic costs less there: one ring submission per
- * message instead of a poll and two splice calls). */
+/* Auto mode starts a direction on a pipe (a "trial"): TCP settles a
+ * connection's receive window and segment size in its first milliseconds,
+ * and a direction drained through a pipe from its first byte settles larger
+ * than one that starts on buffers (~62 KiB segments instead of ~47 KiB on
+ * loopback). A read of a quarter buffer or more ends the trial: the
+ * direction streams and keeps its pipe. TRIAL_SMALL_READS small reads end
+ * it the other way: with the socket drained and the pipe empty, the
+ * direction moves to buffers (request/response traffic costs less there:
+ * one ring submission per message instead of a poll and two splice calls).
+ * A trial direction holds a pipe only while its bytes move: readiness takes
+ * one from the worker's pool, a drained socket with an empty pipe gives it
+ * back, so an idle connection holds none. At most ARCTIC_PIPE_TRIAL trial
+ * directions per worker hold one at once (w->pipe_trials); past that, or
+ * with no pipe to be had, the trial ends on buffers. */
 #define TRIAL_SMALL_READS 2
 
 static void end_trial(struct worker *w, struct relay_dir *x)
 {
 	x->flags &= (uint16_t)~DF_TRIAL;
-	w->pipe_trials--;
+	if (x->flags & DF_SPLICE)
+		w->pipe_trials--;
 	x->streak = 0;
+}
+
+/* Readiness on a trial direction without a pipe: take one, or end the
+ * trial on buffers. */
+static void trial_take_pipe(struct worker *w, struct conn *c, int d)
+{
+	if (w->pipe_trials < w->cfg->pipe_trial && make_pipe(w, c, d) == 0) {
+		w->pipe_trials++;
+		return;
+	}
+	end_trial(w, &c->dir[d]);
+}
+
+/* A trial direction between messages (socket drained, pipe empty, nothing
+ * in flight): the pipe goes back to the pool until the next readiness. */
+static void trial_pause(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
+	w->pipe_trials--;
+	drop_pipe(w, x);
+	arm_poll(w, c, d, false);
 }
 
 static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
@@ -439,8 +466,15 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			return;
 		}
 		if (x->flags & DF_EOF) {
-			if (!(x->flags & DF_SHUT))
-				forward_eof(w, c, d);
+			if (x->flags & DF_SHUT)
+				return;
+			forward_eof(w, c, d);
+			/* the direction is over: its empty pipe goes back */
+			if (c->state == CONN_OPEN) {
+				if (x->flags & DF_TRIAL)
+					end_trial(w, x);
+				drop_pipe(w, x);
+			}
 			return;
 		}
 		ssize_t n = splice(from, NULL, x->s.pipe_w, NULL, SPLICE_CHUNK,
@@ -460,9 +494,11 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			continue;
 		if (errno == EAGAIN) {
 			if ((x->flags & DF_TRIAL) &&
-			    x->streak >= TRIAL_SMALL_READS &&
 			    !(x->flags & (DF_RECV | DF_SEND))) {
-				leave_pipe(w, c, d);
+				if (x->streak >= TRIAL_SMALL_READS)
+					leave_pipe(w, c, d);
+				else
+					trial_pause(w, c, d);
 				return;
 			}
 			arm_poll(w, c, d, false);
@@ -525,6 +561,8 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 
 static void pump(struct worker *w, struct conn *c, int d)
 {
+	if ((c->dir[d].flags & (DF_TRIAL | DF_SPLICE)) == DF_TRIAL)
+		trial_take_pipe(w, c, d);
 	if (c->dir[d].flags & DF_SPLICE)
 		pump_splice(w, c, d);
 	else
@@ -619,13 +657,11 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 				 &one, sizeof(one));
 	}
 	if (cfg->io_mode == CFG_IO_AUTO) {
-		/* best effort: no pipe (limit, EMFILE) means buffers */
-		for (int d = 0; d < 2; d++)
-			if (w->pipe_trials < cfg->pipe_trial &&
-			    make_pipe(w, c, d) == 0) {
-				c->dir[d].flags |= DF_TRIAL;
-				w->pipe_trials++;
-			}
+		/* a pipe is taken when the first bytes are there (pump) */
+		if (cfg->pipe_trial) {
+			c->dir[C2U].flags |= DF_TRIAL;
+			c->dir[U2C].flags |= DF_TRIAL;
+		}
 	} else if (cfg->io_mode == CFG_IO_SPLICE) {
 		int rc = make_pipe(w, c, C2U);
 		if (!rc)
@@ -683,7 +719,7 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 		if (cqe->res < 0)
 			conn_fail(w, c, cqe->res);
 		else
-			pump_splice(w, c, d);
+			pump(w, c, d); /* a paused trial takes a pipe again */
 		break;
 	case OP_POLL_OUT:
 		c->dir[d].flags &= (uint16_t)~DF_SEND;

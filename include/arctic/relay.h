@@ -72,7 +72,7 @@ enum {
 	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
 	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
 	DF_TO_SPLICE = 1 << 8,/* auto mode: switch to a pipe once buffers drain */
-	DF_TRIAL = 1 << 9,    /* auto mode: started on a pipe, not yet judged */
+	DF_TRIAL = 1 << 9,    /* auto mode: on a pipe while bytes move, not yet judged */
 };
 
 struct relay_dir {

@@ -53,7 +53,8 @@ struct worker {
 	uint32_t buf_size, buf_count;
 	/* directions parked on -ENOBUFS, FIFO through conn.wait_next */
 	uint32_t wait_head, wait_tail;
-	/* auto mode: directions on a trial pipe (at most cfg->pipe_trial) */
+	/* auto mode: trial directions holding a pipe now (at most
+	 * cfg->pipe_trial) */
 	uint32_t pipe_trials;
 	/* empty pipes kept for reuse: pairs {read, write}, at most
 	 * cfg->pipe_trial of them (saves pipe2() and two close() per pipe) */
