@@ -4,9 +4,10 @@ through a pipe from their first byte, but hold one only while bytes move: a conn
 is idle (before any byte, or after a message) holds no pipe; small request/response messages
 move the directions to buffers; a later stream on the same connection is relayed intact; idle
 connections do not use up the trial, so a new connection still streams through a pipe from
-its first byte; at most ARCTIC_PIPE_TRIAL trial directions per worker hold a pipe at once
-(stalled destinations keep theirs; the next ones go to buffers), every byte arrives;
-ARCTIC_PIPE_TRIAL=0 starts every direction on buffers."""
+its first byte; closed connections' pipes serve the next ones (the worker's pool); at most
+ARCTIC_PIPE_TRIAL trial directions per worker hold a pipe at once (stalled destinations keep
+theirs; the next ones go to buffers), every byte arrives; ARCTIC_PIPE_TRIAL=0 starts every
+direction on buffers."""
 import socket
 import threading
 import time
@@ -63,6 +64,32 @@ def idle_connections_leave_the_trial(echo):
         c.close()
     wait_pipes(p, lambda n: n == 0, "after closing every connection")
     p.wait_stats(lambda st: st.active == 0, 10, "0 active")
+    p.stop()
+
+
+def pipe_inodes(p):
+    return {e.split("pipe:[")[1].rstrip("]") for e in p.fd_list()
+            if "->pipe:" in e and int(e.split("->")[0]) > 2}
+
+
+def pipes_are_reused(echo):
+    """A closed connection's pipes go to the worker's pool and serve the next connections:
+    10 streams one after the other see a handful of distinct pipes, not two new ones each
+    (pipe2() and two close() per pipe saved)."""
+    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0),
+                      env={"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": 4})
+    seen = set()
+    for i in range(10):
+        s = p.connect()
+        h.roundtrip(s, h.pattern_bytes(40 + i, 1 * h.MiB), timeout=60, what=f"stream {i}")
+        now = pipe_inodes(p)  # promoted directions keep their pipe while open
+        h.check(now, f"stream {i} holds no pipe after 1 MiB: {p.fd_list()}")
+        seen |= now
+        s.close()
+    h.check(len(seen) <= 6, f"10 streams used {len(seen)} distinct pipes: the pool did not "
+            f"serve them (at most 6 expected with ARCTIC_PIPE_TRIAL=4)")
+    h.log(f"10 streams one after the other used {len(seen)} distinct pipes (pool reuse)")
+    wait_pipes(p, lambda n: n == 0, "after the streams (pool released when unused)")
     p.stop()
 
 
@@ -156,6 +183,7 @@ def main():
     p.stop()
 
     idle_connections_leave_the_trial(echo)
+    pipes_are_reused(echo)
     stalled_trials_are_capped()
 
     # ARCTIC_PIPE_TRIAL=0: connections start on buffers
