@@ -30,7 +30,6 @@ static inline uint64_t ud_of(const struct worker *w, const struct conn *c,
 }
 
 static void drop_pipe(struct worker *w, struct relay_dir *x);
-static void end_trial(struct worker *w, struct relay_dir *x);
 
 /* ---- slab ---------------------------------------------------------- */
 
@@ -146,8 +145,6 @@ static void conn_release(struct worker *w, struct conn *c)
 	for (int d = 0; d < 2; d++) {
 		struct relay_dir *x = &c->dir[d];
 		if (x->flags & DF_SPLICE) {
-			if (x->flags & DF_TRIAL)
-				end_trial(w, x);
 			drop_pipe(w, x);
 		} else {
 			while (x->q_count) {
@@ -380,6 +377,9 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
  * with no pipe to be had, the trial ends on buffers. */
 #define TRIAL_SMALL_READS 2
 
+/* w->pipe_trials counts directions with both DF_TRIAL and DF_SPLICE; it
+ * changes only where one of the two flags does: here, make_pipe() and
+ * drop_pipe(). */
 static void end_trial(struct worker *w, struct relay_dir *x)
 {
 	x->flags &= (uint16_t)~DF_TRIAL;
@@ -392,10 +392,8 @@ static void end_trial(struct worker *w, struct relay_dir *x)
  * trial on buffers. */
 static void trial_take_pipe(struct worker *w, struct conn *c, int d)
 {
-	if (w->pipe_trials < w->cfg->pipe_trial && make_pipe(w, c, d) == 0) {
-		w->pipe_trials++;
+	if (w->pipe_trials < w->cfg->pipe_trial && make_pipe(w, c, d) == 0)
 		return;
-	}
 	end_trial(w, &c->dir[d]);
 }
 
@@ -405,7 +403,6 @@ static void trial_pause(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
-	w->pipe_trials--;
 	drop_pipe(w, x);
 	arm_poll(w, c, d, false);
 }
@@ -471,9 +468,8 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			forward_eof(w, c, d);
 			/* the direction is over: its empty pipe goes back */
 			if (c->state == CONN_OPEN) {
-				if (x->flags & DF_TRIAL)
-					end_trial(w, x);
 				drop_pipe(w, x);
+				x->flags &= (uint16_t)~DF_TRIAL;
 			}
 			return;
 		}
@@ -537,6 +533,8 @@ static int make_pipe(struct worker *w, struct conn *c, int d)
 	x->s.pipe_w = p[1];
 	x->s.bytes = 0;
 	x->flags |= DF_SPLICE;
+	if (x->flags & DF_TRIAL)
+		w->pipe_trials++;
 	return 0;
 }
 
@@ -554,6 +552,8 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 		close(x->s.pipe_r);
 		close(x->s.pipe_w);
 	}
+	if (x->flags & DF_TRIAL)
+		w->pipe_trials--;
 	x->flags &= (uint16_t)~DF_SPLICE;
 }
 
