@@ -657,7 +657,7 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 				 &one, sizeof(one));
 	}
 	if (cfg->io_mode == CFG_IO_AUTO) {
-		/* a pipe is taken when the first bytes are there (pump) */
+		/* no pipe yet: pump() takes one for each burst of bytes */
 		if (cfg->pipe_trial) {
 			c->dir[C2U].flags |= DF_TRIAL;
 			c->dir[U2C].flags |= DF_TRIAL;
