@@ -128,6 +128,23 @@ def stalled_trials_are_capped():
     p.stop()
 
 
+def trial_off_starts_on_buffers(echo, trial):
+    """ARCTIC_PIPE_TRIAL=0: every direction starts on buffers. ARCTIC_SPLICE_AFTER=255 keeps
+    buffers off pipes within 8 MiB, so a stream from the first byte shows no pipe (with trial
+    pipes it keeps one: see idle_connections_leave_the_trial)."""
+    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0),
+                      env={"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": trial,
+                           "ARCTIC_SPLICE_AFTER": 255})
+    s = p.connect()
+    h.roundtrip(s, h.pattern_bytes(12, 8 * h.MiB), timeout=60,
+                what=f"8 MiB stream with ARCTIC_PIPE_TRIAL={trial}")
+    h.check(pipe_fds(p) == 0, f"ARCTIC_PIPE_TRIAL={trial}: a stream from the first byte took "
+            f"a pipe: {p.fd_list()}")
+    s.close()
+    h.log(f"ARCTIC_PIPE_TRIAL={trial}: an 8 MiB stream stays on buffers")
+    p.stop()
+
+
 def main():
     echo = h.EchoServer(name="echo upstream")
     env = {"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": 4}
@@ -186,18 +203,7 @@ def main():
     pipes_are_reused(echo)
     stalled_trials_are_capped()
 
-    # ARCTIC_PIPE_TRIAL=0: connections start on buffers
-    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0),
-                      env={"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": 0})
-    before = echo.accepted
-    s = p.connect()
-    connected(before, echo)
-    time.sleep(0.5)
-    h.check(pipe_fds(p) == 0, f"ARCTIC_PIPE_TRIAL=0: a new connection took pipes: {p.fd_list()}")
-    h.roundtrip(s, b"hello", timeout=10, what="ARCTIC_PIPE_TRIAL=0 echo")
-    s.close()
-    h.log("ARCTIC_PIPE_TRIAL=0: no pipe before data")
-    p.stop()
+    trial_off_starts_on_buffers(echo, 0)
 
 
 h.run(main)
