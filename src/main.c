@@ -104,7 +104,7 @@ static void log_settings(const struct config *cfg)
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
-	uint64_t pipes = cfg->io_mode == CFG_IO_BUFFER ? 0 : cfg->pipe_trial;
+	uint64_t pipes = cfg_pipe_pool(cfg);
 	uint64_t slack = 64 + (4 + 4 * pipes) * (uint64_t)nworkers;
 	uint64_t need = (uint64_t)cfg->max_connections * per + slack;
 	struct rlimit rl;

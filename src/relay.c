@@ -543,7 +543,7 @@ static int make_pipe(struct worker *w, struct conn *c, int d)
  * the connection). */
 static void drop_pipe(struct worker *w, struct relay_dir *x)
 {
-	if (!x->s.bytes && w->pipes_pooled < w->cfg->pipe_trial) {
+	if (!x->s.bytes && w->pipes_pooled < cfg_pipe_pool(w->cfg)) {
 		w->pipe_pool[2 * w->pipes_pooled] = x->s.pipe_r;
 		w->pipe_pool[2 * w->pipes_pooled + 1] = x->s.pipe_w;
 		w->pipes_pooled++;

@@ -516,14 +516,14 @@ static void *worker_main(void *arg)
 	w->cap = w->cfg->max_connections;
 	w->conns = mem_alloc(w->arena, (size_t)w->cap * sizeof(struct conn),
 			     ARC_CACHELINE);
-	bool pool = w->cfg->pipe_trial && w->cfg->io_mode != CFG_IO_BUFFER;
+	uint32_t pool = cfg_pipe_pool(w->cfg);
 	if (pool)
-		w->pipe_pool = mem_alloc(w->arena, (size_t)w->cfg->pipe_trial *
-						   2 * sizeof(int), ARC_CACHELINE);
+		w->pipe_pool = mem_alloc(w->arena, (size_t)pool * 2 * sizeof(int),
+					 ARC_CACHELINE);
 	if (!w->stats || !w->conns || (pool && !w->pipe_pool)) {
 		snprintf(err, sizeof(err),
 			 "cannot allocate %u connection slots and %u pooled pipes (worker %u)",
-			 w->cap, pool ? w->cfg->pipe_trial : 0, w->idx);
+			 w->cap, pool, w->idx);
 		goto fail;
 	}
 	w->info.pu = plan->w[w->idx].pu;

@@ -123,6 +123,13 @@ const char *cfg_closest_env(const char *name);
 /* Writes --help text to f. */
 void cfg_usage(FILE *f);
 
+/* Pipes a worker keeps in its pool of empty pipes (and at most as many
+ * held by trial directions): the fd budget and the allocation both use it. */
+static inline uint32_t cfg_pipe_pool(const struct config *cfg)
+{
+	return cfg->io_mode == CFG_IO_BUFFER ? 0 : cfg->pipe_trial;
+}
+
 #ifdef __cplusplus
 }
 #endif
