@@ -72,7 +72,7 @@ const struct cfg_option cfg_options[] = {
 	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 32768, "1024",
 		 "submission queue entries per worker ring (power of two)"),
 	ENV_BOOL("ARCTIC_QUICKACK", quickack, "1",
-		 "TCP_QUICKACK on new upstream connections"),
+		 "ACK the upstream's data at once (0 = delayed ACKs ride on the next segment sent upstream)"),
 
 	ENV_STR("ARCTIC_TOPOLOGY", topology, "",
 		"hwloc XML file to plan for instead of this machine"),

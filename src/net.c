@@ -251,7 +251,14 @@ fail:
 int net_upstream_opts(const struct config *cfg, int fd)
 {
 	const char *what;
-	return common_opts(cfg, fd, &what);
+	int rc = common_opts(cfg, fd, &what);
+	/* Delayed-ACK mode while connecting: the kernel then holds the ACK
+	 * of the upstream's SYN-ACK and sends it on the client's first bytes
+	 * (one segment less per connection); on_connect() pushes it out at
+	 * once when there are no such bytes yet. */
+	if (!rc)
+		rc = setopt(fd, IPPROTO_TCP, TCP_QUICKACK, 0);
+	return rc;
 }
 
 void net_set_rst(int fd)

@@ -636,6 +636,28 @@ void conn_start(struct worker *w, int cfd)
 	io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
 }
 
+/* The upstream socket connected in delayed-ACK mode (net_upstream_opts),
+ * so the ACK of the SYN-ACK waits to ride on the client's first bytes. If
+ * the first pump sent none (a server-speaks-first protocol, or bytes that
+ * go through a buffer), TCP_QUICKACK pushes the held ACK out now instead
+ * of when the delayed-ACK timer fires (up to 200 ms): 1 also leaves
+ * delayed-ACK mode, 2 stays in it (the kernel's "val & 1").
+ * ARCTIC_QUICKACK=1: the upstream's data is ACKed at once from here on.
+ * ARCTIC_QUICKACK=0: ACKs stay delayed and ride on the next bytes sent
+ * upstream (or the FIN), as the kernel does for interactive traffic.
+ * Best effort: a failure only costs a segment or a delayed ACK. */
+static void handshake_ack(int fd, bool quickack, bool sent)
+{
+	int val;
+	if (quickack)
+		val = 1;
+	else if (!sent)
+		val = 2;
+	else
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &val, sizeof(val));
+}
+
 static void on_connect(struct worker *w, struct conn *c, int res)
 {
 	const struct config *cfg = w->cfg;
@@ -650,12 +672,6 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		return;
 	}
 	c->state = CONN_OPEN;
-	if (cfg->quickack) {
-		int one = 1;
-		/* Best effort: only speeds up the first ACKs. */
-		(void)setsockopt(c->fd[FD_UPSTREAM], IPPROTO_TCP, TCP_QUICKACK,
-				 &one, sizeof(one));
-	}
 	if (cfg->io_mode == CFG_IO_AUTO) {
 		/* no pipe yet: pump() takes one for each burst of bytes */
 		if (cfg->pipe_trial) {
@@ -676,9 +692,13 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 		}
 	}
 	idle_touch(w, c);
+	uint64_t sent = stats_get(w->stats, ST_BYTES_C2U);
 	pump(w, c, C2U);
 	if (c->state == CONN_OPEN)
 		pump(w, c, U2C);
+	if (c->state == CONN_OPEN) /* else the fds are closed */
+		handshake_ack(c->fd[FD_UPSTREAM], cfg->quickack,
+			      stats_get(w->stats, ST_BYTES_C2U) != sent);
 }
 
 void conn_complete(struct worker *w, struct io_uring_cqe *cqe)

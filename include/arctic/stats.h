@@ -66,6 +66,15 @@ static inline void stats_add(struct worker_stats *s, enum stats_counter c,
 #endif
 }
 
+#ifndef __cplusplus
+/* The owning worker's own read of one counter. */
+static inline uint64_t stats_get(const struct worker_stats *s,
+				 enum stats_counter c)
+{
+	return atomic_load_explicit(&s->c[c], memory_order_relaxed);
+}
+#endif
+
 /* A plain copy of the counters. */
 struct stats_snap {
 	uint64_t c[ST_COUNT];
