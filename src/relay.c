@@ -353,8 +353,10 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
 	if (x->flags & flag)
 		return;
 	struct io_uring_sqe *sqe = worker_sqe(w);
+	/* POLLRDHUP: the result says whether the peer's FIN is already
+	 * queued behind its bytes (see pump_splice) */
 	io_uring_prep_poll_add(sqe, out ? c->fd[1 - d] : c->fd[d],
-			       out ? POLLOUT : POLLIN);
+			       out ? POLLOUT : POLLIN | POLLRDHUP);
 	io_uring_sqe_set_data64(
 		sqe, ud_of(w, c, (out ? OP_POLL_OUT : OP_POLL_IN) | (unsigned)d));
 	x->flags |= flag;
@@ -434,17 +436,25 @@ static void leave_pipe(struct worker *w, struct conn *c, int d)
  * calls made inline: io_uring's own SPLICE op on sockets is handed to
  * io-wq threads (two context switches per call), while readiness from a
  * ring poll plus an inline splice costs one syscall and no thread hop.
- * The pipe (64 KiB) bounds the bytes in flight per direction. */
+ * The pipe (64 KiB) bounds the bytes in flight per direction.
+ * When readiness said the source's FIN is queued (DF_RDHUP), the source is
+ * read to its EOF before the bytes go on, the last of them are sent with
+ * SPLICE_F_MORE, and the FIN that forward_eof() sends right after rides on
+ * their segment: a response and its close reach the client as one segment,
+ * ACKed once (the same number of splice calls: the read that finds the
+ * EOF comes before the send instead of after it). */
 static void pump_splice(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	int from = c->fd[d], to = c->fd[1 - d];
 
 	for (int round = 0; round < 16; round++) {
-		if (x->s.bytes) {
+		if (x->s.bytes && (x->flags & (DF_RDHUP | DF_EOF)) != DF_RDHUP) {
+			unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+			if (x->flags & DF_EOF)
+				fl |= SPLICE_F_MORE;
 			ssize_t m = splice(x->s.pipe_r, NULL, to, NULL,
-					   x->s.bytes,
-					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+					   x->s.bytes, fl);
 			if (m > 0) {
 				x->s.bytes -= (uint32_t)m;
 				stats_add(w->stats,
@@ -488,6 +498,13 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		}
 		if (errno == EINTR)
 			continue;
+		if (x->flags & DF_RDHUP) {
+			/* a full pipe, or an error (RST) behind the bytes:
+			 * send what the pipe holds first */
+			x->flags &= (uint16_t)~DF_RDHUP;
+			if (x->s.bytes)
+				continue;
+		}
 		if (errno == EAGAIN) {
 			if ((x->flags & DF_TRIAL) &&
 			    !(x->flags & (DF_RECV | DF_SEND))) {
@@ -736,10 +753,13 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 		break;
 	case OP_POLL_IN:
 		c->dir[d].flags &= (uint16_t)~DF_RECV;
-		if (cqe->res < 0)
+		if (cqe->res < 0) {
 			conn_fail(w, c, cqe->res);
-		else
-			pump(w, c, d); /* a paused trial takes a pipe again */
+			break;
+		}
+		if ((cqe->res & (POLLRDHUP | POLLERR)) == POLLRDHUP)
+			c->dir[d].flags |= DF_RDHUP;
+		pump(w, c, d); /* a paused trial takes a pipe again */
 		break;
 	case OP_POLL_OUT:
 		c->dir[d].flags &= (uint16_t)~DF_SEND;

@@ -68,6 +68,7 @@ enum {
 	DF_SEND = 1 << 1,     /* send (or POLLOUT) in flight */
 	DF_EOF = 1 << 2,      /* source said EOF */
 	DF_SHUT = 1 << 3,     /* EOF forwarded to the destination: direction done */
+	DF_RDHUP = 1 << 4,    /* splice: the source's FIN is queued behind its bytes */
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
 	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
 	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
