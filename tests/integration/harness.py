@@ -700,6 +700,14 @@ def connect(addr, timeout=10.0):
     return s
 
 
+def tcp_segs_in(sock):
+    """Segments the kernel received on this TCP socket (TCP_INFO tcpi_segs_in, Linux >= 4.2)."""
+    # struct tcp_info: tcpi_segs_out at byte 136, tcpi_segs_in at 140
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    check(len(info) >= 144, f"TCP_INFO too short for tcpi_segs_in: {len(info)} bytes")
+    return struct.unpack_from("I", info, 140)[0]
+
+
 def set_rst_on_close(sock):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 

@@ -6,19 +6,11 @@ the proxy learns of the FIN from the readiness that woke it), so the receiver ge
 receiver's kernel (TCP_INFO segs_in) against a direct connection, in both directions; the
 bytes are checked too. Minimum over a few connections, so a stall cannot fail the test."""
 import socket
-import struct
 import harness as h
 
 TRIES = 4
 BANNER = b"220 ready, closing\r\n"
 MESSAGE = b"QUIT and close\r\n"
-
-
-def segs_in(conn):
-    # struct tcp_info: tcpi_segs_in at byte 140 (Linux >= 4.2)
-    info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    h.check(len(info) >= 144, f"TCP_INFO too short for segs_in: {len(info)} bytes")
-    return struct.unpack_from("I", info, 140)[0]
 
 
 def send_with_fin(conn, data):
@@ -46,7 +38,7 @@ def speaks_first(conn, rec):
 def listens(conn, rec):
     """Upstream: read to EOF, note what came and in how many segments."""
     rec.info["got"] = read_all(conn, 20)
-    rec.info["segs_in"] = segs_in(conn)
+    rec.info["segs_in"] = h.tcp_segs_in(conn)
 
 
 def downstream(connect):
@@ -56,7 +48,7 @@ def downstream(connect):
         s = connect()
         got = read_all(s)
         h.check(got == BANNER, f"client got {got!r}, expected {BANNER!r}")
-        runs.append(segs_in(s))
+        runs.append(h.tcp_segs_in(s))
         s.close()
     return min(runs), runs
 

@@ -10,20 +10,12 @@
 Counts are taken as the minimum over a few connections, so a stalled machine (a delayed-ACK
 timer firing late in the exchange) cannot fail the test; the counts compared are exact."""
 import socket
-import struct
 import time
 import harness as h
 
 TRIES = 4
 REQUEST = b"ping\n"
 RESPONSE = b"pong\n"
-
-
-def segs_in(conn):
-    # struct tcp_info: tcpi_segs_out at byte 136, tcpi_segs_in at 140 (Linux >= 4.2)
-    info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    h.check(len(info) >= 144, f"TCP_INFO too short for segs_in: {len(info)} bytes")
-    return struct.unpack_from("I", info, 140)[0]
 
 
 def counting_handler(conn, rec):
@@ -36,11 +28,11 @@ def counting_handler(conn, rec):
             break
         got += b
     rec.info["request"] = got
-    rec.info["segs_at_request"] = segs_in(conn)
+    rec.info["segs_at_request"] = h.tcp_segs_in(conn)
     conn.sendall(RESPONSE)
     while conn.recv(64):
         pass
-    rec.info["segs_at_eof"] = segs_in(conn)
+    rec.info["segs_at_eof"] = h.tcp_segs_in(conn)
 
 
 def banner_handler(conn, rec):
