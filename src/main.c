@@ -213,8 +213,15 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	int src = pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if (src) {
+		arc_log("pthread_sigmask() failed: %s", arc_errname(-src));
+		return 1;
+	}
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+		arc_log("ignoring SIGPIPE failed: %s", arc_errname(-errno));
+		return 1;
+	}
 
 	int status = 1;
 	int rc = mem_init((unsigned)plan->nnodes);

@@ -169,6 +169,11 @@ static int common_opts(const struct config *cfg, int fd, const char **what)
 	*what = "SO_KEEPALIVE";
 	if ((rc = setopt(fd, SOL_SOCKET, SO_KEEPALIVE, 1)))
 		return rc;
+	/* TCP urgent data (MSG_OOB) is relayed in line, as the byte it is:
+	 * without this, recv(2) would skip it and the byte would be lost */
+	*what = "SO_OOBINLINE";
+	if ((rc = setopt(fd, SOL_SOCKET, SO_OOBINLINE, 1)))
+		return rc;
 	if (cfg->buffer_size) {
 		*what = "SO_RCVBUF";
 		if ((rc = setopt(fd, SOL_SOCKET, SO_RCVBUF,

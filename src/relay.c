@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -257,9 +258,13 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 		/* BUFFER_SELECT: the kernel picks a buffer from group 0 only
 		 * when data arrives, so an idle connection holds none. */
 		io_uring_prep_recv(sqe, from, NULL, w->buf_size, 0);
-		/* POLL_FIRST when the last recv emptied the socket: an
-		 * immediate attempt could only fail with EAGAIN. */
-		if (x->flags & DF_DRAINED)
+		/* POLL_FIRST unless the last recv left data in the socket:
+		 * an immediate attempt could only fail with EAGAIN, and a
+		 * recv that reaches for a buffer before its data is there
+		 * would park on -ENOBUFS with nothing to relay. So a parked
+		 * direction always has data, and a buffer given back goes
+		 * to one that uses it (worker.c, wake_parked). */
+		if (!(x->flags & DF_NONEMPTY))
 			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = 0;
@@ -286,9 +291,9 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 		x->b.q_len[tail] = (uint32_t)res;
 		x->q_count++;
 		if (cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)
-			x->flags &= (uint16_t)~DF_DRAINED;
+			x->flags |= DF_NONEMPTY;
 		else
-			x->flags |= DF_DRAINED;
+			x->flags &= (uint16_t)~DF_NONEMPTY;
 		if (w->cfg->io_mode == CFG_IO_AUTO) {
 			/* streaming: big reads, or more data waiting behind this
 			 * one; request/response traffic of small messages never
@@ -333,8 +338,8 @@ static void on_send(struct worker *w, struct conn *c, int d, int res)
 		x->send_off = 0;
 		idle_touch(w, c);
 		pump_buf(w, c, d);
-		/* after the pump, so this direction's recv is re-armed
-		 * before a parked connection can take the buffer */
+		/* after the pump: this direction's recv is armed before
+		 * the end of the batch wakes parked directions */
 		worker_buf_put(w, bid);
 		return;
 	}
@@ -426,10 +431,34 @@ static void leave_pipe(struct worker *w, struct conn *c, int d)
 	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
 	end_trial(w, x);
 	drop_pipe(w, x);
-	x->flags |= DF_DRAINED;
+	x->flags &= (uint16_t)~DF_NONEMPTY;
 	x->q_head = x->q_count = 0;
 	x->send_off = 0;
 	pump_buf(w, c, d);
+}
+
+/* splice(2) stops at a TCP urgent mark (MSG_OOB): it fails with EAGAIN
+ * while poll keeps reporting POLLIN. With SO_OOBINLINE (net.c) the urgent
+ * byte is ordinary data to recv(2): it is copied into the pipe, behind the
+ * bytes before it (the pipe is empty here), and splicing goes on past the
+ * mark. 1 if the byte moved, 0 if the source is not at a mark, -errno. */
+static int pass_urgent(struct relay_dir *x, int from)
+{
+	int at = 0;
+	if (ioctl(from, SIOCATMARK, &at) == -1)
+		return -errno;
+	if (!at)
+		return 0;
+	char b;
+	ssize_t n = recv(from, &b, 1, MSG_DONTWAIT);
+	if (n == -1)
+		return errno == EAGAIN ? 0 : -errno;
+	if (n == 0)
+		return 0; /* EOF: the next splice says so */
+	if (write(x->s.pipe_w, &b, 1) != 1)
+		return -errno; /* not with an empty pipe; never drop it */
+	x->s.bytes++;
+	return 1;
 }
 
 /* Moves bytes source -> pipe -> destination with non-blocking splice(2)
@@ -485,6 +514,8 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		}
 		ssize_t n = splice(from, NULL, x->s.pipe_w, NULL, SPLICE_CHUNK,
 				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n >= 0)
+			x->flags &= (uint16_t)~DF_READY;
 		if (n > 0) {
 			x->s.bytes += (uint32_t)n;
 			if (x->flags & DF_TRIAL)
@@ -504,6 +535,18 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			x->flags &= (uint16_t)~DF_RDHUP;
 			if (x->s.bytes)
 				continue;
+		}
+		if (errno == EAGAIN && (x->flags & DF_READY)) {
+			/* readable, yet nothing to splice: an urgent mark? */
+			x->flags &= (uint16_t)~DF_READY;
+			int r = pass_urgent(x, from);
+			if (r > 0)
+				continue;
+			if (r < 0) {
+				conn_fail(w, c, r);
+				return;
+			}
+			errno = EAGAIN;
 		}
 		if (errno == EAGAIN) {
 			if ((x->flags & DF_TRIAL) &&
@@ -635,12 +678,10 @@ void conn_start(struct worker *w, int cfd)
 		return;
 	}
 
-	/* connect + linked timeout must sit in one submission */
+	/* connect + linked timeout must sit in one submission: room for
+	 * both before taking the first */
+	worker_sq_room(w, 2);
 	struct io_uring_sqe *sqe = worker_sqe(w);
-	if (io_uring_sq_space_left(&w->ring) < 1) {
-		io_uring_submit(&w->ring);
-		sqe = worker_sqe(w);
-	}
 	io_uring_prep_connect(sqe, ufd, (const struct sockaddr *)&cfg->upstream.ss,
 			      cfg->upstream.len);
 	io_uring_sqe_set_data64(sqe, ud_of(w, c, OP_CONNECT));
@@ -730,6 +771,8 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 	ARC_BUG_ON(c->gen != relay_ud_gen(ud) || c->state == CONN_FREE);
 	ARC_BUG_ON(c->inflight == 0);
 	c->inflight--;
+	if (cqe->flags & IORING_CQE_F_BUFFER)
+		w->bufs_free--;
 
 	if (c->state == CONN_CLOSING) {
 		if (cqe->flags & IORING_CQE_F_BUFFER)
@@ -759,6 +802,8 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe)
 		}
 		if ((cqe->res & (POLLRDHUP | POLLERR)) == POLLRDHUP)
 			c->dir[d].flags |= DF_RDHUP;
+		if (cqe->res & POLLIN)
+			c->dir[d].flags |= DF_READY;
 		pump(w, c, d); /* a paused trial takes a pipe again */
 		break;
 	case OP_POLL_OUT:
@@ -784,6 +829,17 @@ void conn_unpark(struct worker *w, uint32_t slot)
 		pump_buf(w, c, 1);
 }
 
+/* Bytes received and not yet sent on, in relay buffers or a pipe. */
+static bool conn_holds_bytes(const struct conn *c)
+{
+	for (int d = 0; d < 2; d++) {
+		const struct relay_dir *x = &c->dir[d];
+		if (x->q_count || ((x->flags & DF_SPLICE) && x->s.bytes))
+			return true;
+	}
+	return false;
+}
+
 void conn_idle_scan(struct worker *w)
 {
 	uint32_t limit = w->cfg->idle_timeout_s * 1000u;
@@ -793,7 +849,9 @@ void conn_idle_scan(struct worker *w)
 		if (w->now_ms - c->last_active < limit)
 			break;
 		stats_add(w->stats, ST_IDLE_CLOSED, 1);
-		conn_close(w, c, false);
+		/* bytes still held here would be lost: say so with an RST,
+		 * not a FIN that reads as a complete stream */
+		conn_close(w, c, conn_holds_bytes(c));
 	}
 }
 

@@ -40,10 +40,9 @@ void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 	arc_log("%s", line);
 }
 
-struct io_uring_sqe *worker_sqe(struct worker *w)
+void worker_sq_room(struct worker *w, unsigned n)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-	for (int tries = 0; !sqe; tries++) {
+	for (int tries = 0; io_uring_sq_space_left(&w->ring) < n; tries++) {
 		/* SQ full: hand what we have to the kernel to make room. */
 		int rc = io_uring_submit(&w->ring);
 		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
@@ -53,7 +52,16 @@ struct io_uring_sqe *worker_sqe(struct worker *w)
 		if (w->sqpoll)
 			io_uring_sqring_wait(&w->ring);
 		ARC_BUG_ON(tries > 1000000);
+	}
+}
+
+struct io_uring_sqe *worker_sqe(struct worker *w)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+	if (!sqe) {
+		worker_sq_room(w, 1);
 		sqe = io_uring_get_sqe(&w->ring);
+		ARC_BUG_ON(!sqe);
 	}
 	return sqe;
 }
@@ -63,7 +71,19 @@ void worker_buf_put(struct worker *w, uint16_t bid)
 	io_uring_buf_ring_add(w->br, worker_buf(w, bid), w->buf_size, bid,
 			      io_uring_buf_ring_mask(w->buf_count), 0);
 	io_uring_buf_ring_advance(w->br, 1);
-	if (w->wait_head != RELAY_NONE)
+	w->bufs_free++;
+}
+
+/* Directions parked on -ENOBUFS get another recv while the ring holds
+ * free buffers, one per free buffer, oldest first. A direction parks only
+ * with data waiting (relay.c: POLL_FIRST), so a woken one takes the
+ * buffer; one whose recv ends without it (EOF, reset) completes, and the
+ * next round wakes the next; one that finds the ring empty again parks at
+ * the tail. Run after every batch of completions, so a buffer returned in
+ * the same batch as an -ENOBUFS is not missed. */
+static void wake_parked(struct worker *w)
+{
+	for (uint32_t n = w->bufs_free; n && w->wait_head != RELAY_NONE; n--)
 		conn_unpark(w, w->wait_head);
 }
 
@@ -264,6 +284,8 @@ static unsigned reap(struct worker *w)
 		n++;
 	}
 	io_uring_cq_advance(&w->ring, n);
+	if (w->wait_head != RELAY_NONE)
+		wake_parked(w);
 	return n;
 }
 
@@ -468,6 +490,7 @@ static int setup_buffers(struct worker *w, char *err, size_t errlen)
 		io_uring_buf_ring_add(w->br, worker_buf(w, (uint16_t)i),
 				      w->buf_size, (uint16_t)i, mask, (int)i);
 	io_uring_buf_ring_advance(w->br, (int)w->buf_count);
+	w->bufs_free = w->buf_count;
 	return 0;
 }
 

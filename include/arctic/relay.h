@@ -70,10 +70,11 @@ enum {
 	DF_SHUT = 1 << 3,     /* EOF forwarded to the destination: direction done */
 	DF_RDHUP = 1 << 4,    /* splice: the source's FIN is queued behind its bytes */
 	DF_WAIT_BUF = 1 << 5, /* parked on -ENOBUFS */
-	DF_DRAINED = 1 << 6,  /* last recv emptied the socket */
+	DF_NONEMPTY = 1 << 6, /* last recv left data in the socket */
 	DF_SPLICE = 1 << 7,   /* this direction moves bytes through a pipe */
 	DF_TO_SPLICE = 1 << 8,/* auto mode: switch to a pipe once buffers drain */
 	DF_TRIAL = 1 << 9,    /* auto mode: on a pipe while bytes move, not yet judged */
+	DF_READY = 1 << 10,   /* splice: readiness reported, nothing read since */
 };
 
 struct relay_dir {

@@ -51,6 +51,9 @@ struct worker {
 	struct io_uring_buf_ring *br;
 	uint8_t *bufs;
 	uint32_t buf_size, buf_count;
+	/* buffers in the ring: taken by a completion that carries one,
+	 * returned by worker_buf_put() */
+	uint32_t bufs_free;
 	/* directions parked on -ENOBUFS, FIFO through conn.wait_next */
 	uint32_t wait_head, wait_tail;
 	/* auto mode: trial directions holding a pipe now (at most
@@ -102,7 +105,12 @@ void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 /* io_uring helpers used by relay: an SQE, submitting to make room. */
 struct io_uring_sqe *worker_sqe(struct worker *w);
 
-/* Returns relay buffer bid to the ring and wakes one parked direction. */
+/* Submits until the SQ has room for n entries (SQEs that must go in one
+ * submission, such as a linked pair, take their room first). */
+void worker_sq_room(struct worker *w, unsigned n);
+
+/* Returns relay buffer bid to the ring; parked directions are woken after
+ * the current batch of completions. */
 void worker_buf_put(struct worker *w, uint16_t bid);
 
 static inline uint8_t *worker_buf(struct worker *w, uint16_t bid)

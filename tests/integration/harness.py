@@ -700,6 +700,12 @@ def connect(addr, timeout=10.0):
     return s
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process pid so far, in seconds."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tcp_segs_in(sock):
     """Segments the kernel received on this TCP socket (TCP_INFO tcpi_segs_in, Linux >= 4.2)."""
     # struct tcp_info: tcpi_segs_out at byte 136, tcpi_segs_in at 140

@@ -3,16 +3,10 @@
 clients are counted as accept errors, the worker pauses accepting (no 100% CPU spin, at most
 about one log line per second), and the proxy keeps running; with room for the client socket
 but not the upstream one, each client is reset and counted."""
-import os
 import shutil
 import socket
 import time
 import harness as h
-
-
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(limit, echo, may_fail=False):
@@ -54,9 +48,9 @@ def main():
     h.log(f"open-files limit {limit}: no descriptor left for accept()")
 
     clients = [socket.create_connection(p.addr, timeout=5) for _ in range(3)]
-    t0, c0 = time.monotonic(), cpu_seconds(p.pid)
+    t0, c0 = time.monotonic(), h.cpu_seconds(p.pid)
     time.sleep(2.0)
-    cpu = (cpu_seconds(p.pid) - c0) / (time.monotonic() - t0)
+    cpu = (h.cpu_seconds(p.pid) - c0) / (time.monotonic() - t0)
     st = p.stats()
     p.check_alive("under descriptor exhaustion")
     h.check(st.err >= 2, f"accept failures not counted: stats {st}")

@@ -55,11 +55,6 @@ def threads(pid):
     return res
 
 
-def cpu_seconds(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def grab_fds(pid):
     """Duplicate every TCP socket of the proxy into this process (pidfd_getfd)."""
     pidfd = os.pidfd_open(pid)
@@ -177,9 +172,9 @@ def test_socket_options(echo):
 
 def cpu_share(p, seconds=1.5):
     """CPU the proxy used per wall second over the next `seconds`."""
-    t0, c0 = h.time.monotonic(), cpu_seconds(p.pid)
+    t0, c0 = h.time.monotonic(), h.cpu_seconds(p.pid)
     h.time.sleep(seconds)
-    return (cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
+    return (h.cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
 
 
 def last_totals(p):
