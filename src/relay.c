@@ -465,7 +465,7 @@ static int pass_urgent(struct relay_dir *x, int from)
  * calls made inline: io_uring's own SPLICE op on sockets is handed to
  * io-wq threads (two context switches per call), while readiness from a
  * ring poll plus an inline splice costs one syscall and no thread hop.
- * The pipe (64 KiB) bounds the bytes in flight per direction.
+ * The pipe (ARCTIC_PIPE_SIZE) bounds the bytes in flight per direction.
  * When readiness said the source's FIN is queued (DF_RDHUP), the source is
  * read to its EOF before the bytes go on, the last of them are sent with
  * SPLICE_F_MORE, and the FIN that forward_eof() sends right after rides on
