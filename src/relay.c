@@ -222,11 +222,20 @@ static void forward_eof(struct worker *w, struct conn *c, int d)
 
 static int make_pipe(struct worker *w, struct conn *c, int d);
 static void pump_splice(struct worker *w, struct conn *c, int d);
+static void evict_finish(struct worker *w, struct conn *c, int d);
 
 static void pump_buf(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	int from = c->fd[d], to = c->fd[1 - d];
+
+	/* moving to a pipe (conn_evict_scan): nothing new until its
+	 * operations have ended, then the move */
+	if (x->flags & DF_EVICT) {
+		if (!(x->flags & (DF_RECV | DF_SEND)))
+			evict_finish(w, c, d);
+		return;
+	}
 
 	/* auto mode: a direction that streams moves to a pipe once nothing
 	 * of it is in flight, so no byte can overtake another */
@@ -313,6 +322,10 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 	if (res == 0) {
 		x->flags |= DF_EOF;
 		pump_buf(w, c, d);
+	} else if ((res == -ECANCELED || res == -EINTR || res == -ENOBUFS) &&
+		   (x->flags & DF_EVICT)) {
+		/* cancelled (or starved) on its way to a pipe */
+		pump_buf(w, c, d);
 	} else if (res == -ENOBUFS) {
 		park(w, c, d);
 	} else {
@@ -324,6 +337,10 @@ static void on_send(struct worker *w, struct conn *c, int d, int res)
 {
 	struct relay_dir *x = &c->dir[d];
 	x->flags &= (uint16_t)~DF_SEND;
+	if ((res == -ECANCELED || res == -EINTR) && (x->flags & DF_EVICT)) {
+		pump_buf(w, c, d); /* on its way to a pipe */
+		return;
+	}
 	if (res <= 0) {
 		conn_fail(w, c, res ? res : -EPIPE);
 		return;
@@ -336,6 +353,8 @@ static void on_send(struct worker *w, struct conn *c, int d, int res)
 		x->q_head = (x->q_head + 1) % RELAY_MAX_INFLIGHT;
 		x->q_count--;
 		x->send_off = 0;
+		if (!x->q_count)
+			x->flags &= (uint16_t)~DF_HELD;
 		idle_touch(w, c);
 		pump_buf(w, c, d);
 		/* after the pump: this direction's recv is armed before
@@ -615,6 +634,151 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 	if (x->flags & DF_TRIAL)
 		w->pipe_trials--;
 	x->flags &= (uint16_t)~DF_SPLICE;
+}
+
+/* ---- buffer pressure: a stalled direction moves to a pipe ----------- */
+
+/* The relay buffers are one pool per worker. A direction whose destination
+ * reads slowly or not at all keeps up to ARCTIC_INFLIGHT of them behind a
+ * send that does not complete, and enough such directions would leave the
+ * worker's other buffered directions waiting for as long as those readers
+ * stall. So while directions wait (the tick runs then), a direction that
+ * has held buffers from one scan to the next, without its queue running
+ * empty in between, is moved to a pipe of its own: its send and recv are
+ * cancelled, the bytes it holds are copied into an empty pipe, its buffers
+ * go back to the pool, and it goes on as a spliced direction (the pipe
+ * bounds its bytes in flight as the buffers did). Only when the pipe can
+ * take every byte a direction may hold (ARCTIC_INFLIGHT * ARCTIC_BUF_SIZE
+ * <= ARCTIC_PIPE_SIZE, true at the defaults). */
+
+/* Takes direction d off the -ENOBUFS wait list (the connection stays on it
+ * while its other direction waits). */
+static void unpark_dir(struct worker *w, struct conn *c, int d)
+{
+	if (!(c->dir[d].flags & DF_WAIT_BUF))
+		return;
+	if (c->dir[1 - d].flags & DF_WAIT_BUF)
+		c->dir[d].flags &= (uint16_t)~DF_WAIT_BUF;
+	else
+		unpark_unlink(w, c);
+}
+
+static void cancel_op(struct worker *w, struct conn *c, unsigned op)
+{
+	struct io_uring_sqe *sqe = worker_sqe(w);
+	io_uring_prep_cancel64(sqe, ud_of(w, c, op), 0);
+	io_uring_sqe_set_data64(sqe, relay_ud(OP_IGNORE, 0, 0));
+}
+
+static void evict_start(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	x->flags |= DF_EVICT;
+	unpark_dir(w, c, d);
+	/* a send waiting for room has sent nothing yet: cancelled, it
+	 * completes with -ECANCELED (-EINTR if an io-wq thread was running
+	 * it; a send cut short after some bytes returns their count); one
+	 * that got through meanwhile completes as usual, and the queue says
+	 * what is left */
+	if (x->flags & DF_SEND)
+		cancel_op(w, c, OP_SEND | (unsigned)d);
+	if (x->flags & DF_RECV)
+		cancel_op(w, c, OP_RECV | (unsigned)d);
+	if (!(x->flags & (DF_RECV | DF_SEND)))
+		evict_finish(w, c, d);
+}
+
+/* A pipe for direction d with room for total bytes, or false (no pipe:
+ * EMFILE; or a smaller one than asked for: a user over
+ * fs.pipe-user-pages-soft gets a single page). */
+static bool evict_pipe(struct worker *w, struct conn *c, int d, size_t total)
+{
+	if (make_pipe(w, c, d))
+		return false;
+	int cap = fcntl(c->dir[d].s.pipe_w, F_GETPIPE_SZ);
+	if (cap >= 0 && (size_t)cap >= total)
+		return true;
+	drop_pipe(w, &c->dir[d]);
+	return false;
+}
+
+/* Nothing of direction d in flight: its queued bytes go into a pipe. */
+static void evict_finish(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	uint16_t bid[RELAY_MAX_INFLIGHT];
+	uint32_t len[RELAY_MAX_INFLIGHT];
+	unsigned n = x->q_count;
+	uint32_t off = x->send_off;
+	size_t total = 0;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned k = (x->q_head + i) % RELAY_MAX_INFLIGHT;
+		bid[i] = x->b.q_bid[k];
+		len[i] = x->b.q_len[k];
+		total += len[i];
+	}
+	total -= off;
+	x->flags &= (uint16_t)~(DF_EVICT | DF_HELD);
+	if (!n) { /* its last send got through meanwhile */
+		pump_buf(w, c, d);
+		return;
+	}
+	if (!evict_pipe(w, c, d, total)) {
+		/* x->s overlaid the queue: restore it, stay on buffers, and
+		 * let the next scan try again */
+		for (unsigned i = 0; i < n; i++) {
+			x->b.q_bid[i] = bid[i];
+			x->b.q_len[i] = len[i];
+		}
+		x->q_head = 0;
+		x->flags |= DF_HELD;
+		pump_buf(w, c, d);
+		return;
+	}
+	/* x->s now overlays the queue: the bytes go by copy */
+	x->q_head = x->q_count = 0;
+	x->send_off = 0;
+	x->flags &= (uint16_t)~(DF_NONEMPTY | DF_TO_SPLICE);
+	int err = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const char *p = (const char *)worker_buf(w, bid[i]) + off;
+		size_t l = len[i] - off;
+		off = 0;
+		if (!err) {
+			/* an empty pipe with room for all of them */
+			ssize_t m = write(x->s.pipe_w, p, l);
+			if (m == (ssize_t)l)
+				x->s.bytes += (uint32_t)l;
+			else
+				err = m == -1 ? -errno : -EAGAIN;
+		}
+		worker_buf_put(w, bid[i]);
+	}
+	if (err) {
+		conn_fail(w, c, err); /* never send on with a gap */
+		return;
+	}
+	stats_add(w->stats, ST_MOVED_TO_PIPE, 1);
+	pump_splice(w, c, d);
+}
+
+void conn_evict_scan(struct worker *w)
+{
+	if ((uint64_t)w->cfg->inflight * w->buf_size > w->cfg->pipe_size)
+		return;
+	for (uint32_t i = 0; i < w->hwm; i++) {
+		struct conn *c = &w->conns[i];
+		for (int d = 0; d < 2 && c->state == CONN_OPEN; d++) {
+			struct relay_dir *x = &c->dir[d];
+			if (!x->q_count ||
+			    (x->flags & (DF_SPLICE | DF_TRIAL | DF_EVICT)))
+				continue;
+			if (x->flags & DF_HELD)
+				evict_start(w, c, d);
+			else
+				x->flags |= DF_HELD;
+		}
+	}
 }
 
 /* ---- connection start ---------------------------------------------- */

@@ -13,6 +13,7 @@ const char *const stats_names[ST_COUNT] = {
 	[ST_ERR_OTHER] = "err_other",
 	[ST_IDLE_CLOSED] = "idle_closed",
 	[ST_DRAIN_ABORTED] = "drain_aborted",
+	[ST_MOVED_TO_PIPE] = "moved_to_pipe",
 	[ST_BYTES_C2U] = "bytes_c2u",
 	[ST_BYTES_U2C] = "bytes_u2c",
 	[ST_LOOPS] = "loops",

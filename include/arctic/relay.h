@@ -75,6 +75,9 @@ enum {
 	DF_TO_SPLICE = 1 << 8,/* auto mode: switch to a pipe once buffers drain */
 	DF_TRIAL = 1 << 9,    /* auto mode: on a pipe while bytes move, not yet judged */
 	DF_READY = 1 << 10,   /* splice: readiness reported, nothing read since */
+	DF_HELD = 1 << 11,    /* buffers held since a pressure scan (see
+				 * conn_evict_scan) */
+	DF_EVICT = 1 << 12,   /* moving to a pipe: waits for its ops to end */
 };
 
 struct relay_dir {
@@ -125,6 +128,12 @@ void conn_complete(struct worker *w, struct io_uring_cqe *cqe);
 
 /* Re-arms a direction parked on -ENOBUFS (a buffer came back). */
 void conn_unpark(struct worker *w, uint32_t waiter);
+
+/* Buffer pressure scan, run on the tick while directions wait for a
+ * buffer: moves a direction that has held relay buffers since the last
+ * scan (a destination that reads slowly or not at all) into a pipe of its
+ * own, so its buffers go back to the shared pool. */
+void conn_evict_scan(struct worker *w);
 
 /* Idle timeout scan: closes connections idle for idle_timeout_s. */
 void conn_idle_scan(struct worker *w);

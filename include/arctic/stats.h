@@ -32,6 +32,8 @@ enum stats_counter {
 	ST_ERR_OTHER,     /* anything else (socket(), ring full, ...) */
 	ST_IDLE_CLOSED,   /* closed by ARCTIC_IDLE_TIMEOUT_S */
 	ST_DRAIN_ABORTED, /* aborted at the end of the shutdown drain */
+	ST_MOVED_TO_PIPE, /* buffered directions moved to a pipe under buffer
+			   * pressure (relay.c, conn_evict_scan) */
 	ST_BYTES_C2U,     /* bytes delivered client -> upstream */
 	ST_BYTES_U2C,     /* bytes delivered upstream -> client */
 	ST_LOOPS,         /* event loop iterations */

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""A tiny shared buffer pool (ARCTIC_BUF_COUNT=8, ARCTIC_INFLIGHT=2, one worker) taken whole by
+four downloads whose clients stop reading: each direction holds its two buffers behind a send
+that cannot complete. Connection V, which has exchanged a few small messages, then sends
+'pong' and has to wait for a buffer. Without help V waits for as long as the stalled clients
+do (forever). The proxy must move a direction that keeps buffers
+for a whole tick while others wait into a pipe of its own, so the buffers go back to the pool
+and V gets its echo; the stalled downloads must lose nothing: when their clients read again,
+every byte arrives in order. In buffer mode, and in auto mode held on buffers
+(ARCTIC_PIPE_TRIAL=0, ARCTIC_SPLICE_AFTER=255): at its defaults auto mode puts these downloads
+on buffers or on pipes by the timing of their first reads, and the test must not depend on
+that."""
+import json
+import time
+import harness as h
+
+HOGS = 4
+CHECK = 2 * h.MiB  # read back per stalled download, well past what was held when it stalled
+
+
+def main():
+    def upstream(conn, rec):
+        cmd = h.read_command(conn, rec)
+        if cmd is None:
+            return
+        if cmd.startswith("SRC "):
+            # small paced writes: each read the proxy makes is small
+            h.send_pattern(conn, rec, int(cmd[4:]), 64 * h.MiB, rate=2 * h.MiB, chunk=4096)
+            return
+        while True:  # ECHO
+            d = conn.recv(65536)
+            if not d:
+                return
+            conn.sendall(d)
+
+    for mode, extra in (("buffer", {}),
+                        ("auto", {"ARCTIC_PIPE_TRIAL": 0, "ARCTIC_SPLICE_AFTER": 255})):
+        srv = h.ThreadedServer(upstream, name="upstream")
+        p = h.start_proxy("127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0),
+                          env={"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": mode,
+                               "ARCTIC_BUF_COUNT": 8, "ARCTIC_INFLIGHT": 2,
+                               "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200,
+                               **extra})
+        v = p.connect()
+        v.sendall(b"ECHO\n")
+        for _ in range(3):
+            time.sleep(0.05)
+            h.roundtrip(v, b"ping", timeout=5, what="V's ping")
+        hogs = []
+        for i in range(HOGS):
+            s = p.connect()
+            s.sendall(f"SRC {10 + i}\n".encode())
+            hogs.append(s)
+        srv.wait_accepted(1 + HOGS)
+        time.sleep(1.0)  # the downloads fill the client sockets, then the pool
+        v.sendall(b"pong")
+        try:
+            echo = h.recv_exact(v, 4, timeout=10, what="V's echo")
+        except h.TestFailure as e:
+            h.fail(f"{mode}: V waited for a buffer while {HOGS} stalled downloads held the "
+                   f"whole pool ({e})")
+        h.check(echo == b"pong", f"{mode}: V got {echo!r}")
+        for i, s in enumerate(hogs):
+            ver = h.Verifier(10 + i)
+            s.settimeout(20)
+            while ver.n < CHECK:
+                b = s.recv(1 << 20)
+                if not b:
+                    h.fail(f"{mode}: download {i} ended after {ver.n} bytes")
+                ver.feed(b)
+            h.check(ver.first_mismatch is None,
+                    f"{mode}: download {i}: first wrong byte at offset {ver.first_mismatch}")
+        h.roundtrip(v, b"ping", timeout=5, what="V's last ping")
+        time.sleep(0.5)
+        tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+        h.check(tot["moved_to_pipe"] == HOGS,
+                f"{mode}: moved_to_pipe is {tot['moved_to_pipe']}, expected {HOGS}")
+        h.log(f"{mode}: V echoed while {HOGS} stalled downloads held the pool; each download "
+              f"then read {CHECK} bytes intact")
+        p.check_alive()
+        for s in hogs + [v]:
+            s.close()
+        p.stop()
+        srv.stop()
+
+
+h.run(main)
