@@ -96,16 +96,17 @@ static void log_settings(const struct config *cfg)
 }
 
 /* Two descriptors per connection (client, upstream), six in splice mode
- * (plus two pipes), and a margin for listeners, rings and eventfds, and
- * for each worker's trial and pooled pipes (ARCTIC_PIPE_TRIAL of each,
- * two descriptors apiece). Auto mode counts two per connection beyond
- * that: its other pipes are opportunistic (no descriptor, no pipe: the
- * direction stays on buffers). */
+ * (plus two pipes), and a margin for listeners, rings and eventfds, for
+ * each worker's trial and pooled pipes (ARCTIC_PIPE_TRIAL of each, two
+ * descriptors apiece) and for the pipes of directions moved off the relay
+ * buffers under pressure (cfg_moved_pipes() per worker). Auto mode counts
+ * two per connection beyond that: its other pipes are opportunistic (no
+ * descriptor, no pipe: the direction stays on buffers). */
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
-	uint64_t pipes = cfg_pipe_pool(cfg);
-	uint64_t slack = 64 + (4 + 4 * pipes) * (uint64_t)nworkers;
+	uint64_t pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg);
+	uint64_t slack = 64 + (4 + 2 * pipes) * (uint64_t)nworkers;
 	uint64_t need = (uint64_t)cfg->max_connections * per + slack;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "arctic/config.h"
@@ -148,6 +149,8 @@ static void conn_release(struct worker *w, struct conn *c)
 		if (x->flags & DF_SPLICE) {
 			drop_pipe(w, x);
 		} else {
+			if (x->flags & DF_EVICT)
+				w->moves--;
 			while (x->q_count) {
 				worker_buf_put(w, x->b.q_bid[x->q_head]);
 				x->q_head = (x->q_head + 1) % RELAY_MAX_INFLIGHT;
@@ -441,14 +444,16 @@ static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
 		x->streak++;
 }
 
-/* Trial over, small messages: give the pipe back (empty, nothing in flight
- * on this direction) and continue on buffers; the socket was just
- * drained. */
+/* Trial over, small messages, or a moved direction (conn_evict_scan) that
+ * has caught up: give the pipe back (empty, nothing in flight on this
+ * direction) and continue on buffers; the socket was just drained. */
 static void leave_pipe(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	ARC_BUG_ON(x->s.bytes || (x->flags & (DF_RECV | DF_SEND)));
-	end_trial(w, x);
+	if (x->flags & DF_TRIAL)
+		end_trial(w, x);
+	x->streak = 0;
 	drop_pipe(w, x);
 	x->flags &= (uint16_t)~DF_NONEMPTY;
 	x->q_head = x->q_count = 0;
@@ -576,6 +581,11 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 					trial_pause(w, c, d);
 				return;
 			}
+			if ((x->flags & DF_MOVED) &&
+			    !(x->flags & (DF_RECV | DF_SEND))) {
+				leave_pipe(w, c, d); /* caught up */
+				return;
+			}
 			arm_poll(w, c, d, false);
 			return;
 		}
@@ -633,7 +643,9 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 	}
 	if (x->flags & DF_TRIAL)
 		w->pipe_trials--;
-	x->flags &= (uint16_t)~DF_SPLICE;
+	if (x->flags & DF_MOVED)
+		w->moves--;
+	x->flags &= (uint16_t)~(DF_SPLICE | DF_MOVED);
 }
 
 /* ---- buffer pressure: a stalled direction moves to a pipe ----------- */
@@ -647,9 +659,13 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
  * empty in between, is moved to a pipe of its own: its send and recv are
  * cancelled, the bytes it holds are copied into an empty pipe, its buffers
  * go back to the pool, and it goes on as a spliced direction (the pipe
- * bounds its bytes in flight as the buffers did). Only when the pipe can
- * take every byte a direction may hold (ARCTIC_INFLIGHT * ARCTIC_BUF_SIZE
- * <= ARCTIC_PIPE_SIZE, true at the defaults). */
+ * bounds its bytes in flight as the buffers did). Once it has caught up
+ * (pipe empty, source drained) it gives the pipe back and returns to
+ * buffers (leave_pipe), so a moved direction holds a pipe only while it
+ * lags. Only when the pipe can take every byte a direction may hold
+ * (ARCTIC_INFLIGHT * ARCTIC_BUF_SIZE <= ARCTIC_PIPE_SIZE, true at the
+ * defaults), and for at most cfg_moved_pipes() directions of a worker at
+ * once: the descriptor budget (main.c) counts their pipes. */
 
 /* Takes direction d off the -ENOBUFS wait list (the connection stays on it
  * while its other direction waits). */
@@ -674,6 +690,7 @@ static void evict_start(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	x->flags |= DF_EVICT;
+	w->moves++;
 	unpark_dir(w, c, d);
 	/* a send waiting for room has sent nothing yet: cancelled, it
 	 * completes with -ECANCELED (-EINTR if an io-wq thread was running
@@ -690,15 +707,19 @@ static void evict_start(struct worker *w, struct conn *c, int d)
 
 /* A pipe for direction d with room for total bytes, or false (no pipe:
  * EMFILE; or a smaller one than asked for: a user over
- * fs.pipe-user-pages-soft gets a single page). */
+ * fs.pipe-user-pages-soft gets a single page, and it is closed, not
+ * pooled, so the next try does not take it again). */
 static bool evict_pipe(struct worker *w, struct conn *c, int d, size_t total)
 {
+	struct relay_dir *x = &c->dir[d];
 	if (make_pipe(w, c, d))
 		return false;
-	int cap = fcntl(c->dir[d].s.pipe_w, F_GETPIPE_SZ);
+	int cap = fcntl(x->s.pipe_w, F_GETPIPE_SZ);
 	if (cap >= 0 && (size_t)cap >= total)
 		return true;
-	drop_pipe(w, &c->dir[d]);
+	close(x->s.pipe_r);
+	close(x->s.pipe_w);
+	x->flags &= (uint16_t)~DF_SPLICE;
 	return false;
 }
 
@@ -720,10 +741,12 @@ static void evict_finish(struct worker *w, struct conn *c, int d)
 	total -= off;
 	x->flags &= (uint16_t)~(DF_EVICT | DF_HELD);
 	if (!n) { /* its last send got through meanwhile */
+		w->moves--;
 		pump_buf(w, c, d);
 		return;
 	}
 	if (!evict_pipe(w, c, d, total)) {
+		w->moves--;
 		/* x->s overlaid the queue: restore it, stay on buffers, and
 		 * let the next scan try again */
 		for (unsigned i = 0; i < n; i++) {
@@ -739,21 +762,24 @@ static void evict_finish(struct worker *w, struct conn *c, int d)
 	x->q_head = x->q_count = 0;
 	x->send_off = 0;
 	x->flags &= (uint16_t)~(DF_NONEMPTY | DF_TO_SPLICE);
-	int err = 0;
+	x->flags |= DF_MOVED;
+	/* one writev: the pipe is empty, so its pages fill densely and
+	 * total <= capacity is enough (a write(2) per buffer takes a
+	 * page slot of its own for each partial page) */
+	struct iovec iov[RELAY_MAX_INFLIGHT];
 	for (unsigned i = 0; i < n; i++) {
-		const char *p = (const char *)worker_buf(w, bid[i]) + off;
-		size_t l = len[i] - off;
+		iov[i].iov_base = (char *)worker_buf(w, bid[i]) + off;
+		iov[i].iov_len = len[i] - off;
 		off = 0;
-		if (!err) {
-			/* an empty pipe with room for all of them */
-			ssize_t m = write(x->s.pipe_w, p, l);
-			if (m == (ssize_t)l)
-				x->s.bytes += (uint32_t)l;
-			else
-				err = m == -1 ? -errno : -EAGAIN;
-		}
-		worker_buf_put(w, bid[i]);
 	}
+	ssize_t m = writev(x->s.pipe_w, iov, (int)n);
+	int err = 0;
+	if (m == (ssize_t)total)
+		x->s.bytes = (uint32_t)total;
+	else
+		err = m == -1 ? -errno : -EAGAIN;
+	for (unsigned i = 0; i < n; i++)
+		worker_buf_put(w, bid[i]);
 	if (err) {
 		conn_fail(w, c, err); /* never send on with a gap */
 		return;
@@ -766,14 +792,15 @@ void conn_evict_scan(struct worker *w)
 {
 	if ((uint64_t)w->cfg->inflight * w->buf_size > w->cfg->pipe_size)
 		return;
-	for (uint32_t i = 0; i < w->hwm; i++) {
+	uint32_t budget = cfg_moved_pipes(w->cfg);
+	for (uint32_t i = 0; i < w->hwm && w->moves < budget; i++) {
 		struct conn *c = &w->conns[i];
 		for (int d = 0; d < 2 && c->state == CONN_OPEN; d++) {
 			struct relay_dir *x = &c->dir[d];
 			if (!x->q_count ||
 			    (x->flags & (DF_SPLICE | DF_TRIAL | DF_EVICT)))
 				continue;
-			if (x->flags & DF_HELD)
+			if ((x->flags & DF_HELD) && w->moves < budget)
 				evict_start(w, c, d);
 			else
 				x->flags |= DF_HELD;

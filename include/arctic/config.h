@@ -130,6 +130,14 @@ static inline uint32_t cfg_pipe_pool(const struct config *cfg)
 	return cfg->io_mode == CFG_IO_BUFFER ? 0 : cfg->pipe_trial;
 }
 
+/* Directions a worker may have moved off its relay buffers into pipes of
+ * their own at once (relay.c, conn_evict_scan): one per buffer is as many
+ * as buffer pressure can call for. The fd budget counts their pipes. */
+static inline uint32_t cfg_moved_pipes(const struct config *cfg)
+{
+	return cfg->io_mode == CFG_IO_SPLICE ? 0 : cfg->buf_count;
+}
+
 #ifdef __cplusplus
 }
 #endif

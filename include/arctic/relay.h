@@ -78,6 +78,8 @@ enum {
 	DF_HELD = 1 << 11,    /* buffers held since a pressure scan (see
 				 * conn_evict_scan) */
 	DF_EVICT = 1 << 12,   /* moving to a pipe: waits for its ops to end */
+	DF_MOVED = 1 << 13,   /* on a pipe it was moved to: back to buffers
+			       * once drained */
 };
 
 struct relay_dir {

@@ -59,6 +59,8 @@ struct worker {
 	/* auto mode: trial directions holding a pipe now (at most
 	 * cfg->pipe_trial) */
 	uint32_t pipe_trials;
+	uint32_t moves; /* directions moved to a pipe, or on their way
+			 * (DF_MOVED or DF_EVICT; <= cfg_moved_pipes) */
 	/* empty pipes kept for reuse: pairs {read, write}, at most
 	 * cfg->pipe_trial of them (saves pipe2() and two close() per pipe) */
 	int *pipe_pool;

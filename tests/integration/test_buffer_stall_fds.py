@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Moves to a pipe under buffer pressure stay inside the descriptor budget. Under
+`prlimit --nofile=128:128`, buffer mode with 8 relay buffers caps max_connections so that every
+connection's two sockets and a worker's moved pipes (at most ARCTIC_BUF_COUNT directions at
+once, two descriptors each) fit. 16 connections then stall both ways (uploads the upstream does
+not read, downloads the client does not read), far more held directions than the budget allows
+to move; then connections up to the cap must still be accepted and connected upstream (no
+EMFILE), at most 8 directions are on moved pipes, and the proxy's descriptors stay under the
+limit."""
+import json
+import re
+import shutil
+import socket
+import time
+import harness as h
+
+LIMIT = 128
+STALLED = 16
+
+
+def main():
+    if not shutil.which("prlimit"):
+        h.skip("prlimit not installed")
+
+    def upstream(conn, rec):
+        cmd = h.read_command(conn, rec)
+        if cmd is None:
+            return
+        if cmd.startswith("SRC "):  # sends, never reads: both directions stall
+            h.send_pattern(conn, rec, int(cmd[4:]), 8 * h.MiB, chunk=65536)
+            return
+        time.sleep(30)  # extra connections: only held open
+
+    srv = h.ThreadedServer(upstream, name="upstream")
+    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
+        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer", "ARCTIC_BUF_COUNT": 8,
+                       "ARCTIC_INFLIGHT": 2, "ARCTIC_STATS_FORMAT": "json",
+                       "ARCTIC_STATS_INTERVAL_MS": 200})
+    p.wait_ready(10)
+    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
+    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
+    cap = int(m.group(1))
+    h.check(STALLED < cap, f"cap {cap} leaves no room for the test")
+
+    stalled = []
+    for i in range(STALLED):
+        s = p.connect()
+        s.sendall(f"SRC {10 + i}\n".encode())
+        s.setblocking(False)
+        try:
+            s.send(b"x" * (8 << 20))
+        except BlockingIOError:
+            pass
+        stalled.append(s)
+        time.sleep(0.05)
+    time.sleep(2.0)  # several pressure scans: every move the budget allows happens
+
+    extra = []
+    for i in range(cap - STALLED):
+        s = p.connect()
+        s.sendall(b"HOLD\n")
+        extra.append(s)
+    srv.wait_accepted(cap, timeout=10)  # every one connected upstream
+    time.sleep(0.5)
+    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+    fds = len(p.fd_list())
+    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
+            f"descriptor errors within max_connections ({cap}): err_accept="
+            f"{tot['err_accept']} err_other={tot['err_other']}")
+    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
+    h.check(tot["moved_to_pipe"] >= 1, "no direction was moved to a pipe")
+    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
+    h.log(f"cap {cap}: {STALLED} stalled + {cap - STALLED} more connections all accepted; "
+          f"{tot['moved_to_pipe']} moves, {fds} descriptors of {LIMIT}")
+    p.check_alive()
+    for s in stalled + extra:
+        s.close()
+    p.stop()
+    srv.stop()
+
+
+h.run(main)
