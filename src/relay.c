@@ -592,7 +592,14 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 		conn_fail(w, c, -errno);
 		return;
 	}
-	/* fairness: give other connections a turn, resume on readiness */
+	/* fairness: give other connections a turn, resume on readiness; a
+	 * moved direction that has just emptied its pipe has caught up (it
+	 * would otherwise keep the pipe until its source speaks again) */
+	if (!x->s.bytes && (x->flags & DF_MOVED) &&
+	    !(x->flags & (DF_RECV | DF_SEND))) {
+		leave_pipe(w, c, d);
+		return;
+	}
 	arm_poll(w, c, d, x->s.bytes != 0);
 }
 
@@ -773,11 +780,10 @@ static void evict_finish(struct worker *w, struct conn *c, int d)
 		off = 0;
 	}
 	ssize_t m = writev(x->s.pipe_w, iov, (int)n);
-	int err = 0;
-	if (m == (ssize_t)total)
-		x->s.bytes = (uint32_t)total;
-	else
-		err = m == -1 ? -errno : -EAGAIN;
+	int err = m == -1 ? -errno : m == (ssize_t)total ? 0 : -EAGAIN;
+	/* what is in the pipe, even on failure: a pipe with bytes left in
+	 * it is closed, never pooled for another connection */
+	x->s.bytes = m > 0 ? (uint32_t)m : 0;
 	for (unsigned i = 0; i < n; i++)
 		worker_buf_put(w, bid[i]);
 	if (err) {
