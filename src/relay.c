@@ -461,6 +461,15 @@ static void leave_pipe(struct worker *w, struct conn *c, int d)
 	pump_buf(w, c, d);
 }
 
+/* A direction moved to a pipe under buffer pressure (conn_evict_scan) has
+ * caught up when its pipe is empty and nothing of it is in flight: it goes
+ * back to buffers (leave_pipe). */
+static bool moved_caught_up(const struct relay_dir *x)
+{
+	return (x->flags & DF_MOVED) && !x->s.bytes &&
+	       !(x->flags & (DF_RECV | DF_SEND));
+}
+
 /* splice(2) stops at a TCP urgent mark (MSG_OOB): it fails with EAGAIN
  * while poll keeps reporting POLLIN. With SO_OOBINLINE (net.c) the urgent
  * byte is ordinary data to recv(2): it is copied into the pipe, behind the
@@ -581,9 +590,8 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 					trial_pause(w, c, d);
 				return;
 			}
-			if ((x->flags & DF_MOVED) &&
-			    !(x->flags & (DF_RECV | DF_SEND))) {
-				leave_pipe(w, c, d); /* caught up */
+			if (moved_caught_up(x)) {
+				leave_pipe(w, c, d);
 				return;
 			}
 			arm_poll(w, c, d, false);
@@ -595,8 +603,7 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 	/* fairness: give other connections a turn, resume on readiness; a
 	 * moved direction that has just emptied its pipe has caught up (it
 	 * would otherwise keep the pipe until its source speaks again) */
-	if (!x->s.bytes && (x->flags & DF_MOVED) &&
-	    !(x->flags & (DF_RECV | DF_SEND))) {
+	if (moved_caught_up(x)) {
 		leave_pipe(w, c, d);
 		return;
 	}
