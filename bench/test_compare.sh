@@ -8,7 +8,8 @@
 #     failure for rr and bulk1 - no hang, no driver crash;
 #  4. nothing the driver started is left running;
 #  5. a positional argument in --matrix ('default|buffer_size=0') becomes its own column,
-#     started with that argument replaced.
+#     started with that argument replaced;
+#  6. the summary gives the load core's busy time per request (direct's row as the reference).
 #
 # Standalone: bench/test_compare.sh   exit 0 = pass, 1 = fail, 77 = skipped (no wrk/nginx/
 # iperf3/cc on this machine; ctest: set SKIP_RETURN_CODE 77).  Takes ~40 s.
@@ -97,6 +98,7 @@ rc=$?
 check_grep "skip message for the missing haproxy" "skipping haproxy: /nonexistent/haproxy not found" "$tmp/r1.log"
 check_grep "summary lists haproxy as skipped" "skipped haproxy" "$tmp/r1/summary.md"
 check_grep "direct still measured" "^direct,rr1,req_per_s,[0-9.]+," "$tmp/r1/results.csv"
+check_grep "load-core cost per request shown for direct" "^\| direct \| [0-9.]+ \| [0-9.]+ \| 1\.00 \|$" "$tmp/r1/summary.md"
 check_grep "arctic start failure recorded in results.csv" "^arctic,rr1,failure,.*failed to start.*EADDRINUSE" "$tmp/r1/results.csv"
 check_grep "arctic start failure shown in summary.md" "FAILED: failed to start" "$tmp/r1/summary.md"
 check_grep "a positional matrix key is its own column" "^arctic\[buffer_size=0\],rr1,failure," "$tmp/r1/results.csv"
