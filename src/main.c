@@ -100,8 +100,9 @@ static void log_settings(const struct config *cfg)
  * each worker's trial and pooled pipes (ARCTIC_PIPE_TRIAL of each, two
  * descriptors apiece) and for the pipes of directions moved off the relay
  * buffers under pressure (cfg_moved_pipes() per worker). Auto mode counts
- * two per connection beyond that: its other pipes are opportunistic (no
- * descriptor, no pipe: the direction stays on buffers). */
+ * two per connection beyond that: its streams' pipes are opportunistic,
+ * held only while they stream (conn_quiet_scan gives a quiet one back), and
+ * no descriptor means no pipe: the direction stays on buffers. */
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;

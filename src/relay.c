@@ -246,6 +246,7 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 	    !(x->flags & (DF_RECV | DF_SEND | DF_EOF))) {
 		x->flags &= (uint16_t)~DF_TO_SPLICE;
 		if (make_pipe(w, c, d) == 0) {
+			w->streams = true;
 			pump_splice(w, c, d);
 			return;
 		}
@@ -395,7 +396,8 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
  * and a direction drained through a pipe from its first byte settles larger
  * than one that starts on buffers (~62 KiB segments instead of ~47 KiB on
  * loopback). A read of a quarter buffer or more ends the trial: the
- * direction streams and keeps its pipe. TRIAL_SMALL_READS small reads end
+ * direction streams and keeps its pipe while it streams (conn_quiet_scan
+ * takes it back once it is quiet). TRIAL_SMALL_READS small reads end
  * it the other way: with the socket drained and the pipe empty, the
  * direction moves to buffers (request/response traffic costs less there:
  * one ring submission per message instead of a poll and two splice calls).
@@ -412,8 +414,10 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
 static void end_trial(struct worker *w, struct relay_dir *x)
 {
 	x->flags &= (uint16_t)~DF_TRIAL;
-	if (x->flags & DF_SPLICE)
+	if (x->flags & DF_SPLICE) {
 		w->pipe_trials--;
+		w->streams = true; /* streams on: conn_quiet_scan */
+	}
 	x->streak = 0;
 }
 
@@ -461,13 +465,28 @@ static void leave_pipe(struct worker *w, struct conn *c, int d)
 	pump_buf(w, c, d);
 }
 
-/* A direction moved to a pipe under buffer pressure (conn_evict_scan) has
- * caught up when its pipe is empty and nothing of it is in flight: it goes
- * back to buffers (leave_pipe). */
-static bool moved_caught_up(const struct relay_dir *x)
+/* pump_splice has nothing to move (source drained, or its fairness exit)
+ * and the pipe is empty: a trial direction gives its pipe back, on to
+ * buffers after small messages or to the pool until its next readiness;
+ * a moved one that has caught up returns to buffers. true if it did (the
+ * direction is re-armed), false if it keeps its pipe. */
+static bool let_pipe_go(struct worker *w, struct conn *c, int d)
 {
-	return (x->flags & DF_MOVED) && !x->s.bytes &&
-	       !(x->flags & (DF_RECV | DF_SEND));
+	struct relay_dir *x = &c->dir[d];
+	if (x->s.bytes || (x->flags & (DF_RECV | DF_SEND)))
+		return false;
+	if (x->flags & DF_TRIAL) {
+		if (x->streak >= TRIAL_SMALL_READS)
+			leave_pipe(w, c, d);
+		else
+			trial_pause(w, c, d);
+		return true;
+	}
+	if (x->flags & DF_MOVED) {
+		leave_pipe(w, c, d);
+		return true;
+	}
+	return false;
 }
 
 /* splice(2) stops at a TCP urgent mark (MSG_OOB): it fails with EAGAIN
@@ -510,6 +529,7 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 	struct relay_dir *x = &c->dir[d];
 	int from = c->fd[d], to = c->fd[1 - d];
 
+	x->flags &= (uint16_t)~DF_QUIET;
 	for (int round = 0; round < 16; round++) {
 		if (x->s.bytes && (x->flags & (DF_RDHUP | DF_EOF)) != DF_RDHUP) {
 			unsigned fl = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
@@ -582,32 +602,18 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			errno = EAGAIN;
 		}
 		if (errno == EAGAIN) {
-			if ((x->flags & DF_TRIAL) &&
-			    !(x->flags & (DF_RECV | DF_SEND))) {
-				if (x->streak >= TRIAL_SMALL_READS)
-					leave_pipe(w, c, d);
-				else
-					trial_pause(w, c, d);
-				return;
-			}
-			if (moved_caught_up(x)) {
-				leave_pipe(w, c, d);
-				return;
-			}
-			arm_poll(w, c, d, false);
+			if (!let_pipe_go(w, c, d))
+				arm_poll(w, c, d, false);
 			return;
 		}
 		conn_fail(w, c, -errno);
 		return;
 	}
 	/* fairness: give other connections a turn, resume on readiness; a
-	 * moved direction that has just emptied its pipe has caught up (it
-	 * would otherwise keep the pipe until its source speaks again) */
-	if (moved_caught_up(x)) {
-		leave_pipe(w, c, d);
-		return;
-	}
-	arm_poll(w, c, d, x->s.bytes != 0);
+	 * direction that has just emptied its pipe lets it go here as well (it
+	 * would otherwise keep it until its source speaks again) */
+	if (x->s.bytes || !let_pipe_go(w, c, d))
+		arm_poll(w, c, d, x->s.bytes != 0);
 }
 
 /* Gives direction d a pipe; its capacity (ARCTIC_PIPE_SIZE) bounds the
@@ -659,7 +665,7 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 		w->pipe_trials--;
 	if (x->flags & DF_MOVED)
 		w->moves--;
-	x->flags &= (uint16_t)~(DF_SPLICE | DF_MOVED);
+	x->flags &= (uint16_t)~(DF_SPLICE | DF_MOVED | DF_QUIET);
 }
 
 /* ---- buffer pressure: a stalled direction moves to a pipe ----------- */
@@ -821,12 +827,66 @@ void conn_evict_scan(struct worker *w)
 	}
 }
 
+void conn_quiet_scan(struct worker *w)
+{
+	bool held = false;
+	if (w->cfg->io_mode != CFG_IO_AUTO) { /* splice: a pipe for life */
+		w->streams = false;
+		return;
+	}
+	for (uint32_t i = 0; i < w->hwm; i++) {
+		struct conn *c = &w->conns[i];
+		if (c->state != CONN_OPEN)
+			continue;
+		for (int d = 0; d < 2; d++) {
+			struct relay_dir *x = &c->dir[d];
+			/* a stream: on a pipe, neither on trial nor moved;
+			 * quiet: its pipe empty, only POLLIN armed */
+			if ((x->flags & (DF_SPLICE | DF_TRIAL | DF_MOVED)) != DF_SPLICE)
+				continue;
+			if (x->s.bytes ||
+			    (x->flags & (DF_RECV | DF_SEND | DF_EOF | DF_RDHUP |
+					 DF_READY)) != DF_RECV) {
+				held = true;
+				continue;
+			}
+			if (!(x->flags & DF_QUIET)) {
+				x->flags |= DF_QUIET;
+				held = true;
+				continue;
+			}
+			/* quiet since the last scan: the pipe goes back, the
+			 * armed POLLIN takes one again (pump) */
+			drop_pipe(w, x);
+			x->flags |= DF_STREAM;
+		}
+	}
+	w->streams = held;
+}
+
 /* ---- connection start ---------------------------------------------- */
+
+/* Readiness on a stream whose pipe went back while it was quiet
+ * (conn_quiet_scan): take one again, or go on on buffers. */
+static void stream_take_pipe(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	x->flags &= (uint16_t)~DF_STREAM;
+	if (make_pipe(w, c, d) == 0) {
+		w->streams = true;
+		return;
+	}
+	x->streak = 0; /* no pipe to be had (EMFILE): on buffers */
+	x->q_head = x->q_count = 0;
+	x->send_off = 0;
+}
 
 static void pump(struct worker *w, struct conn *c, int d)
 {
 	if ((c->dir[d].flags & (DF_TRIAL | DF_SPLICE)) == DF_TRIAL)
 		trial_take_pipe(w, c, d);
+	else if (c->dir[d].flags & DF_STREAM)
+		stream_take_pipe(w, c, d);
 	if (c->dir[d].flags & DF_SPLICE)
 		pump_splice(w, c, d);
 	else

@@ -181,12 +181,12 @@ static void arm_tick(struct worker *w)
 	if (w->tick_armed || w->state == W_DONE)
 		return;
 	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING &&
-	    !w->pipes_pooled && w->wait_head == RELAY_NONE)
+	    !w->pipes_pooled && w->wait_head == RELAY_NONE && !w->streams)
 		return;
 	/* Idle connections close within a quarter second of their limit; a
 	 * drain notices its deadline within 100 ms; a direction that holds
 	 * buffers while others wait moves to a pipe after one to two
-	 * ticks. */
+	 * ticks; a stream's pipe goes back after one to two quiet ticks. */
 	w->tick_ts.tv_sec = 0;
 	w->tick_ts.tv_nsec = w->state == W_DRAINING ? 100000000 : 250000000;
 	struct io_uring_sqe *sqe = worker_sqe(w);
@@ -215,6 +215,8 @@ static void on_tick(struct worker *w)
 		conn_idle_scan(w);
 	if (w->wait_head != RELAY_NONE)
 		conn_evict_scan(w);
+	if (w->streams)
+		conn_quiet_scan(w);
 	if (w->state == W_DRAINING && w->nconns &&
 	    arc_now_ns() >= w->drain_deadline_ns) {
 		uint32_t n = conn_abort_all(w);
@@ -336,7 +338,7 @@ static void run(struct worker *w)
 			reap(w);
 		}
 		stats_add(w->stats, ST_LOOPS, 1);
-		if ((w->pipes_pooled || w->wait_head != RELAY_NONE) &&
+		if ((w->pipes_pooled || w->wait_head != RELAY_NONE || w->streams) &&
 		    !w->tick_armed)
 			arm_tick(w);
 		if (w->state == W_DRAINING && w->nconns == 0)

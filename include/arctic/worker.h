@@ -61,6 +61,9 @@ struct worker {
 	uint32_t pipe_trials;
 	uint32_t moves; /* directions moved to a pipe, or on their way
 			 * (DF_MOVED or DF_EVICT; <= cfg_moved_pipes) */
+	/* auto mode: a streaming direction may hold a pipe (the tick runs
+	 * conn_quiet_scan until one finds none) */
+	bool streams;
 	/* empty pipes kept for reuse: pairs {read, write}, at most
 	 * cfg->pipe_trial of them (saves pipe2() and two close() per pipe) */
 	int *pipe_pool;

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A connection that streamed once and then went idle holds no pipe (auto mode). Under
+`prlimit --nofile=512:512`, one worker with ARCTIC_PIPE_TRIAL=8 and 16 relay buffers caps
+max_connections so that every connection's two sockets and the worker's pooled, trial and moved
+pipes fit. 80 connections each download 1 MiB through a pipe (the way a keep-alive client fetches
+a file) and then stay open, idle. Their pipes must go back (to the worker's pool, or closed): the
+proxy holds at most the pool's pipes. Then connections up to the cap must still be accepted and
+connected upstream (no EMFILE), and the proxy's descriptors stay under the limit. A streaming
+direction that kept its pipe while idle would hold 80 pipes (160 descriptors) outside the budget,
+and the last connections would find no descriptor."""
+import json
+import re
+import shutil
+import time
+import harness as h
+
+LIMIT = 512
+STREAMED = 80
+POOL = 8
+SIZE = 1 * h.MiB
+
+
+def pipe_fds(p):
+    # fds 0-2 are the harness's own pipes to the proxy
+    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
+
+
+def main():
+    if not shutil.which("prlimit"):
+        h.skip("prlimit not installed")
+
+    def upstream(conn, rec):
+        while True:  # a download per command; the connection stays open in between
+            try:
+                conn.settimeout(None)
+                first = conn.recv(1)
+                if not first:
+                    return
+                cmd = first.decode() + (h.read_command(conn, rec) or "")
+            except OSError:
+                return
+            if not cmd.startswith("SRC ") or not h.send_pattern(conn, rec, int(cmd[4:]), SIZE):
+                return
+
+    srv = h.ThreadedServer(upstream, name="upstream")
+    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
+        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": POOL, "ARCTIC_BUF_COUNT": 16,
+                       "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
+    p.wait_ready(10)
+    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
+    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
+    cap = int(m.group(1))
+    h.check(STREAMED + 40 < cap, f"cap {cap} leaves no room for the test")
+
+    streamed = []
+    most = 0
+    for i in range(STREAMED):
+        s = p.connect()
+        s.sendall(f"SRC {100 + i}\n".encode())
+        got = h.recv_exact(s, SIZE, timeout=20, what=f"download {i}")
+        h.check(got == h.pattern_bytes(100 + i, SIZE), f"download {i}: bytes differ")
+        most = max(most, pipe_fds(p))
+        streamed.append(s)
+    h.check(most > 0, "no download went through a pipe: the test shows nothing")
+
+    deadline = time.monotonic() + 5
+    n = pipe_fds(p)
+    while n > 2 * POOL and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n = pipe_fds(p)
+    h.check(n <= 2 * POOL, f"{STREAMED} idle connections that streamed once: the proxy holds "
+            f"{n} pipe descriptors, more than its pool of {POOL} pipes")
+
+    extra = [p.connect() for _ in range(cap - STREAMED)]
+    srv.wait_accepted(cap, timeout=20)  # every one connected upstream
+    time.sleep(0.5)
+    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+    fds = len(p.fd_list())
+    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
+            f"descriptor errors within max_connections ({cap}): err_accept="
+            f"{tot['err_accept']} err_other={tot['err_other']}")
+    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
+    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
+    h.log(f"cap {cap}: {STREAMED} idle after a download ({most} pipe fds at most while "
+          f"streaming, {n} once idle) + {cap - STREAMED} more all accepted; {fds} descriptors "
+          f"of {LIMIT}")
+
+    # an idle connection that streamed once streams again, intact
+    s = streamed[0]
+    s.sendall(b"SRC 7\n")
+    got = h.recv_exact(s, SIZE, timeout=20, what="second download on an idle connection")
+    h.check(got == h.pattern_bytes(7, SIZE), "second download: bytes differ")
+    p.check_alive()
+    for s in streamed + extra:
+        s.close()
+    p.stop()
+    srv.stop()
+
+
+h.run(main)
