@@ -414,10 +414,8 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
 static void end_trial(struct worker *w, struct relay_dir *x)
 {
 	x->flags &= (uint16_t)~DF_TRIAL;
-	if (x->flags & DF_SPLICE) {
+	if (x->flags & DF_SPLICE)
 		w->pipe_trials--;
-		w->streams = true; /* streams on: conn_quiet_scan */
-	}
 	x->streak = 0;
 }
 
@@ -442,15 +440,19 @@ static void trial_pause(struct worker *w, struct conn *c, int d)
 
 static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
 {
-	if (n >= w->buf_size / 4)
-		end_trial(w, x);
+	if (n >= w->buf_size / 4) {
+		end_trial(w, x); /* a stream, on its pipe: conn_quiet_scan */
+		w->streams = true;
+	}
 	else if (x->streak < UINT8_MAX)
 		x->streak++;
 }
 
 /* Trial over, small messages, or a moved direction (conn_evict_scan) that
  * has caught up: give the pipe back (empty, nothing in flight on this
- * direction) and continue on buffers; the socket was just drained. */
+ * direction) and continue on buffers; the socket was just drained, or
+ * pump_splice is giving other connections a turn (the recv finds what is
+ * left). */
 static void leave_pipe(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
@@ -877,6 +879,7 @@ static void stream_take_pipe(struct worker *w, struct conn *c, int d)
 		return;
 	}
 	x->streak = 0; /* no pipe to be had (EMFILE): on buffers */
+	x->flags &= (uint16_t)~DF_NONEMPTY;
 	x->q_head = x->q_count = 0;
 	x->send_off = 0;
 }
