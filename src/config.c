@@ -67,6 +67,8 @@ const struct cfg_option cfg_options[] = {
 		"auto: big reads in a row (>= 1/4 buffer) before a direction switches to splice"),
 	ENV_U32("ARCTIC_PIPE_TRIAL", pipe_trial, 0, 1000000, "64",
 		"auto: trial directions per worker holding a pipe at once, also the pool of empty pipes (0 = start on buffers)"),
+	ENV_U32("ARCTIC_STREAM_PIPES", stream_pipes, 0, 1000000, "256",
+		"auto: streaming directions per worker on a pipe at once (past that, buffers)"),
 	ENV_U32("ARCTIC_INFLIGHT", inflight, 1, 8, "2",
 		"relay buffers held per direction (bounds bytes in flight)"),
 	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 32768, "1024",

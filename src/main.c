@@ -98,15 +98,16 @@ static void log_settings(const struct config *cfg)
 /* Two descriptors per connection (client, upstream), six in splice mode
  * (plus two pipes), and a margin for listeners, rings and eventfds, for
  * each worker's trial and pooled pipes (ARCTIC_PIPE_TRIAL of each, two
- * descriptors apiece) and for the pipes of directions moved off the relay
- * buffers under pressure (cfg_moved_pipes() per worker). Auto mode counts
- * two per connection beyond that: its streams' pipes are opportunistic,
- * held only while they stream (conn_quiet_scan gives a quiet one back), and
- * no descriptor means no pipe: the direction stays on buffers. */
+ * descriptors apiece), for the pipes of directions moved off the relay
+ * buffers under pressure (cfg_moved_pipes() per worker) and for those of
+ * streaming directions (cfg_stream_pipes() per worker). So in auto mode
+ * every pipe is inside the budget, and the descriptors of connections up
+ * to max_connections are always there. */
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
-	uint64_t pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg);
+	uint64_t pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg) +
+			 cfg_stream_pipes(cfg);
 	uint64_t slack = 64 + (4 + 2 * pipes) * (uint64_t)nworkers;
 	uint64_t need = (uint64_t)cfg->max_connections * per + slack;
 	struct rlimit rl;

@@ -224,6 +224,7 @@ static void forward_eof(struct worker *w, struct conn *c, int d)
 }
 
 static int make_pipe(struct worker *w, struct conn *c, int d);
+static bool stream_pipe(struct worker *w, struct conn *c, int d);
 static void pump_splice(struct worker *w, struct conn *c, int d);
 static void evict_finish(struct worker *w, struct conn *c, int d);
 
@@ -245,12 +246,11 @@ static void pump_buf(struct worker *w, struct conn *c, int d)
 	if ((x->flags & DF_TO_SPLICE) && !x->q_count &&
 	    !(x->flags & (DF_RECV | DF_SEND | DF_EOF))) {
 		x->flags &= (uint16_t)~DF_TO_SPLICE;
-		if (make_pipe(w, c, d) == 0) {
-			w->streams = true;
+		if (stream_pipe(w, c, d)) {
 			pump_splice(w, c, d);
 			return;
 		}
-		x->streak = 0; /* no pipe to be had (EMFILE): stay on buffers */
+		x->streak = 0; /* no stream pipe left (or EMFILE): on buffers */
 	}
 
 	if (!(x->flags & DF_SEND) && x->q_count) {
@@ -397,7 +397,9 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
  * than one that starts on buffers (~62 KiB segments instead of ~47 KiB on
  * loopback). A read of a quarter buffer or more ends the trial: the
  * direction streams and keeps its pipe while it streams (conn_quiet_scan
- * takes it back once it is quiet). TRIAL_SMALL_READS small reads end
+ * takes it back once it is quiet), if fewer than ARCTIC_STREAM_PIPES
+ * streams of the worker are on pipes (else the burst finishes on the trial
+ * pipe and the direction goes to buffers). TRIAL_SMALL_READS small reads end
  * it the other way: with the socket drained and the pipe empty, the
  * direction moves to buffers (request/response traffic costs less there:
  * one ring submission per message instead of a poll and two splice calls).
@@ -408,9 +410,10 @@ static void arm_poll(struct worker *w, struct conn *c, int d, bool out)
  * with no pipe to be had, the trial ends on buffers. */
 #define TRIAL_SMALL_READS 2
 
-/* w->pipe_trials counts directions with both DF_TRIAL and DF_SPLICE; it
- * changes only where one of the two flags does: here, make_pipe() and
- * drop_pipe(). */
+/* w->pipe_trials counts directions with both DF_TRIAL and DF_SPLICE, and
+ * w->stream_pipes those with both DF_STREAM and DF_SPLICE; each changes
+ * only where one of its two flags does: end_trial(), judge_trial(),
+ * make_pipe() and drop_pipe(). */
 static void end_trial(struct worker *w, struct relay_dir *x)
 {
 	x->flags &= (uint16_t)~DF_TRIAL;
@@ -441,8 +444,15 @@ static void trial_pause(struct worker *w, struct conn *c, int d)
 static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
 {
 	if (n >= w->buf_size / 4) {
-		end_trial(w, x); /* a stream, on its pipe: conn_quiet_scan */
-		w->streams = true;
+		if (w->stream_pipes < cfg_stream_pipes(w->cfg)) {
+			end_trial(w, x); /* a stream, on the pipe it has */
+			x->flags |= DF_STREAM;
+			w->stream_pipes++;
+		} else {
+			/* no stream pipe left: this burst ends on the trial
+			 * pipe, then the direction goes to buffers */
+			x->streak = TRIAL_SMALL_READS;
+		}
 	}
 	else if (x->streak < UINT8_MAX)
 		x->streak++;
@@ -563,7 +573,7 @@ static void pump_splice(struct worker *w, struct conn *c, int d)
 			/* the direction is over: its empty pipe goes back */
 			if (c->state == CONN_OPEN) {
 				drop_pipe(w, x);
-				x->flags &= (uint16_t)~DF_TRIAL;
+				x->flags &= (uint16_t)~(DF_TRIAL | DF_STREAM);
 			}
 			return;
 		}
@@ -646,7 +656,22 @@ static int make_pipe(struct worker *w, struct conn *c, int d)
 	x->flags |= DF_SPLICE;
 	if (x->flags & DF_TRIAL)
 		w->pipe_trials++;
+	if (x->flags & DF_STREAM)
+		w->stream_pipes++;
 	return 0;
+}
+
+/* Direction d streams (DF_STREAM): a pipe, if the worker has fewer than
+ * cfg_stream_pipes() streams on pipes; false (DF_STREAM cleared, the
+ * direction streams on buffers) if not, or with no descriptor. */
+static bool stream_pipe(struct worker *w, struct conn *c, int d)
+{
+	struct relay_dir *x = &c->dir[d];
+	x->flags |= DF_STREAM;
+	if (w->stream_pipes < cfg_stream_pipes(w->cfg) && make_pipe(w, c, d) == 0)
+		return true;
+	x->flags &= (uint16_t)~DF_STREAM;
+	return false;
 }
 
 /* Gives a direction's pipe back: to the worker's pool when it is empty and
@@ -665,6 +690,8 @@ static void drop_pipe(struct worker *w, struct relay_dir *x)
 	}
 	if (x->flags & DF_TRIAL)
 		w->pipe_trials--;
+	if (x->flags & DF_STREAM)
+		w->stream_pipes--;
 	if (x->flags & DF_MOVED)
 		w->moves--;
 	x->flags &= (uint16_t)~(DF_SPLICE | DF_MOVED | DF_QUIET);
@@ -819,7 +846,7 @@ void conn_evict_scan(struct worker *w)
 		for (int d = 0; d < 2 && c->state == CONN_OPEN; d++) {
 			struct relay_dir *x = &c->dir[d];
 			if (!x->q_count ||
-			    (x->flags & (DF_SPLICE | DF_TRIAL | DF_EVICT)))
+			    (x->flags & (DF_SPLICE | DF_TRIAL | DF_STREAM | DF_EVICT)))
 				continue;
 			if ((x->flags & DF_HELD) && w->moves < budget)
 				evict_start(w, c, d);
@@ -831,39 +858,28 @@ void conn_evict_scan(struct worker *w)
 
 void conn_quiet_scan(struct worker *w)
 {
-	bool held = false;
-	if (w->cfg->io_mode != CFG_IO_AUTO) { /* splice: a pipe for life */
-		w->streams = false;
-		return;
-	}
-	for (uint32_t i = 0; i < w->hwm; i++) {
+	for (uint32_t i = 0; i < w->hwm && w->stream_pipes; i++) {
 		struct conn *c = &w->conns[i];
 		if (c->state != CONN_OPEN)
 			continue;
 		for (int d = 0; d < 2; d++) {
 			struct relay_dir *x = &c->dir[d];
-			/* a stream: on a pipe, neither on trial nor moved;
-			 * quiet: its pipe empty, only POLLIN armed */
-			if ((x->flags & (DF_SPLICE | DF_TRIAL | DF_MOVED)) != DF_SPLICE)
-				continue;
-			if (x->s.bytes ||
+			/* a stream on its pipe; quiet: the pipe empty, only
+			 * POLLIN armed */
+			if ((x->flags & (DF_SPLICE | DF_STREAM)) != (DF_SPLICE | DF_STREAM) ||
+			    x->s.bytes ||
 			    (x->flags & (DF_RECV | DF_SEND | DF_EOF | DF_RDHUP |
-					 DF_READY)) != DF_RECV) {
-				held = true;
+					 DF_READY)) != DF_RECV)
 				continue;
-			}
 			if (!(x->flags & DF_QUIET)) {
 				x->flags |= DF_QUIET;
-				held = true;
 				continue;
 			}
 			/* quiet since the last scan: the pipe goes back, the
 			 * armed POLLIN takes one again (pump) */
 			drop_pipe(w, x);
-			x->flags |= DF_STREAM;
 		}
 	}
-	w->streams = held;
 }
 
 /* ---- connection start ---------------------------------------------- */
@@ -873,12 +889,9 @@ void conn_quiet_scan(struct worker *w)
 static void stream_take_pipe(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
-	x->flags &= (uint16_t)~DF_STREAM;
-	if (make_pipe(w, c, d) == 0) {
-		w->streams = true;
+	if (stream_pipe(w, c, d))
 		return;
-	}
-	x->streak = 0; /* no pipe to be had (EMFILE): on buffers */
+	x->streak = 0; /* no stream pipe left (or EMFILE): on buffers */
 	x->flags &= (uint16_t)~DF_NONEMPTY;
 	x->q_head = x->q_count = 0;
 	x->send_off = 0;
@@ -888,7 +901,7 @@ static void pump(struct worker *w, struct conn *c, int d)
 {
 	if ((c->dir[d].flags & (DF_TRIAL | DF_SPLICE)) == DF_TRIAL)
 		trial_take_pipe(w, c, d);
-	else if (c->dir[d].flags & DF_STREAM)
+	else if ((c->dir[d].flags & (DF_STREAM | DF_SPLICE)) == DF_STREAM)
 		stream_take_pipe(w, c, d);
 	if (c->dir[d].flags & DF_SPLICE)
 		pump_splice(w, c, d);

@@ -181,7 +181,7 @@ static void arm_tick(struct worker *w)
 	if (w->tick_armed || w->state == W_DONE)
 		return;
 	if (!w->cfg->idle_timeout_s && w->state != W_DRAINING &&
-	    !w->pipes_pooled && w->wait_head == RELAY_NONE && !w->streams)
+	    !w->pipes_pooled && w->wait_head == RELAY_NONE && !w->stream_pipes)
 		return;
 	/* Idle connections close within a quarter second of their limit; a
 	 * drain notices its deadline within 100 ms; a direction that holds
@@ -215,7 +215,7 @@ static void on_tick(struct worker *w)
 		conn_idle_scan(w);
 	if (w->wait_head != RELAY_NONE)
 		conn_evict_scan(w);
-	if (w->streams)
+	if (w->stream_pipes)
 		conn_quiet_scan(w);
 	if (w->state == W_DRAINING && w->nconns &&
 	    arc_now_ns() >= w->drain_deadline_ns) {
@@ -338,7 +338,7 @@ static void run(struct worker *w)
 			reap(w);
 		}
 		stats_add(w->stats, ST_LOOPS, 1);
-		if ((w->pipes_pooled || w->wait_head != RELAY_NONE || w->streams) &&
+		if ((w->pipes_pooled || w->wait_head != RELAY_NONE || w->stream_pipes) &&
 		    !w->tick_armed)
 			arm_tick(w);
 		if (w->state == W_DRAINING && w->nconns == 0)

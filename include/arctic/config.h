@@ -50,6 +50,7 @@ struct config {
 	uint32_t pipe_size;
 	uint32_t splice_after;
 	uint32_t pipe_trial;
+	uint32_t stream_pipes;
 	uint32_t ring_entries;
 	uint32_t quickack;
 
@@ -128,6 +129,13 @@ void cfg_usage(FILE *f);
 static inline uint32_t cfg_pipe_pool(const struct config *cfg)
 {
 	return cfg->io_mode == CFG_IO_BUFFER ? 0 : cfg->pipe_trial;
+}
+
+/* Streaming directions a worker may have on pipes at once (auto mode; the
+ * others stream on buffers); the descriptor budget counts their pipes. */
+static inline uint32_t cfg_stream_pipes(const struct config *cfg)
+{
+	return cfg->io_mode == CFG_IO_AUTO ? cfg->stream_pipes : 0;
 }
 
 /* Directions a worker may have moved off its relay buffers into pipes of

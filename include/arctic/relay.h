@@ -80,8 +80,8 @@ enum {
 	DF_EVICT = 1 << 12,   /* moving to a pipe: waits for its ops to end */
 	DF_MOVED = 1 << 13,   /* on a pipe it was moved to: back to buffers
 			       * once drained */
-	DF_STREAM = 1 << 14,  /* auto mode: a stream whose pipe went back
-			       * while it was quiet: takes one at readiness */
+	DF_STREAM = 1 << 14,  /* auto mode: a stream (on its pipe, or between
+			       * bursts without one: takes one at readiness) */
 	DF_QUIET = 1 << 15,   /* a stream's pipe, idle since a quiet scan
 			       * (see conn_quiet_scan) */
 };
@@ -142,7 +142,7 @@ void conn_unpark(struct worker *w, uint32_t waiter);
 void conn_evict_scan(struct worker *w);
 
 /* Quiet stream scan, run on the tick while streams hold pipes (auto
- * mode, w->streams): a streaming direction whose pipe has stayed empty
+ * mode, w->stream_pipes): a streaming direction whose pipe has stayed empty
  * with nothing moving since the last scan gives the pipe back (to the
  * pool, or closed) and takes one again at its next readiness, so a
  * connection that streamed once and went idle holds no pipe. */

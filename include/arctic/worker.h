@@ -61,9 +61,10 @@ struct worker {
 	uint32_t pipe_trials;
 	uint32_t moves; /* directions moved to a pipe, or on their way
 			 * (DF_MOVED or DF_EVICT; <= cfg_moved_pipes) */
-	/* auto mode: a streaming direction may hold a pipe (the tick runs
-	 * conn_quiet_scan until one finds none) */
-	bool streams;
+	/* auto mode: streaming directions holding a pipe now (DF_STREAM and
+	 * DF_SPLICE; at most cfg_stream_pipes(), the tick runs
+	 * conn_quiet_scan while any does) */
+	uint32_t stream_pipes;
 	/* empty pipes kept for reuse: pairs {read, write}, at most
 	 * cfg->pipe_trial of them (saves pipe2() and two close() per pipe) */
 	int *pipe_pool;

@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
 """A connection that streamed once and then went idle holds no pipe (auto mode). Under
-`prlimit --nofile=512:512`, one worker with ARCTIC_PIPE_TRIAL=8 and 16 relay buffers caps
-max_connections so that every connection's two sockets and the worker's pooled, trial and moved
-pipes fit. 80 connections each download 1 MiB through a pipe (the way a keep-alive client fetches
-a file) and then stay open, idle. Their pipes must go back (to the worker's pool, or closed): the
-proxy holds at most the pool's pipes. Then connections up to the cap must still be accepted and
-connected upstream (no EMFILE), and the proxy's descriptors stay under the limit. A streaming
-direction that kept its pipe while idle would hold 80 pipes (160 descriptors) outside the budget,
-and the last connections would find no descriptor."""
+`prlimit --nofile=1024:1024`, one worker with ARCTIC_PIPE_TRIAL=8, ARCTIC_STREAM_PIPES=100 and 16
+relay buffers caps max_connections so that every connection's two sockets and the worker's
+pooled, trial, moved and streaming pipes fit. 80 connections each download 1 MiB through a pipe
+(the way a keep-alive client fetches a file) and then stay open, idle. Their pipes must go back
+(to the worker's pool, or closed): the proxy holds at most the pool's pipes. Then connections up
+to the cap must still be accepted and connected upstream, the proxy's descriptors stay under the
+limit, and an idle connection that streamed once streams again, intact. A streaming direction
+that kept its pipe while idle would hold it for the connection's life: 80 pipes (160
+descriptors) here."""
 import json
 import re
 import shutil
 import time
 import harness as h
 
-LIMIT = 512
+LIMIT = 1024
 STREAMED = 80
 POOL = 8
 SIZE = 1 * h.MiB
@@ -46,6 +47,7 @@ def main():
     argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
         "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
     p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": POOL, "ARCTIC_BUF_COUNT": 16,
+                       "ARCTIC_STREAM_PIPES": 100,
                        "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
     p.wait_ready(10)
     m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Streaming pipes stay inside the descriptor budget (auto mode). Under
+`prlimit --nofile=512:512`, one worker with ARCTIC_STREAM_PIPES=16, ARCTIC_PIPE_TRIAL=8 and 16
+relay buffers caps max_connections so that every connection's two sockets and the worker's
+streaming, trial, pooled and moved pipes fit. 80 connections then start a 2 MiB download each
+and their clients stop reading (slow clients): each download direction holds what it has in
+flight, on a pipe while the worker has stream pipes left, past that on a trial pipe or on
+buffers. Then connections up to the cap must still be accepted and connected upstream (no
+EMFILE), the proxy's descriptors stay under the limit, and once the clients read again every
+download arrives intact. With streams outside the budget, 80 stalled streams hold 80 pipes
+(160 descriptors) and the last connections find no descriptor."""
+import json
+import re
+import shutil
+import threading
+import time
+import harness as h
+
+LIMIT = 512
+STALLED = 80
+STREAMS = 16
+SIZE = 2 * h.MiB
+
+
+def pipe_fds(p):
+    # fds 0-2 are the harness's own pipes to the proxy
+    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
+
+
+def main():
+    if not shutil.which("prlimit"):
+        h.skip("prlimit not installed")
+
+    def upstream(conn, rec):
+        try:
+            cmd = h.read_command(conn, rec)
+        except OSError:  # the extra connections send nothing
+            return
+        if cmd and cmd.startswith("SRC "):
+            h.send_pattern(conn, rec, int(cmd[4:]), SIZE, chunk=65536)
+            try:
+                conn.recv(1)  # stays open until the client closes
+            except OSError:
+                pass
+
+    srv = h.ThreadedServer(upstream, name="upstream")
+    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
+        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_STREAM_PIPES": STREAMS,
+                       "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_BUF_COUNT": 16,
+                       "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
+    p.wait_ready(10)
+    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
+    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
+    cap = int(m.group(1))
+    h.check(STALLED + 40 < cap, f"cap {cap} leaves no room for the test")
+
+    stalled = []
+    for i in range(STALLED):
+        s = p.connect()
+        s.sendall(f"SRC {200 + i}\n".encode())
+        stalled.append(s)
+        time.sleep(0.02)
+    time.sleep(2.0)  # every download has filled what the proxy lets it hold
+    held = pipe_fds(p)
+
+    extra = [p.connect() for _ in range(cap - STALLED)]
+    srv.wait_accepted(cap, timeout=20)  # every one connected upstream
+    time.sleep(0.5)
+    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+    fds = len(p.fd_list())
+    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
+            f"descriptor errors within max_connections ({cap}): err_accept="
+            f"{tot['err_accept']} err_other={tot['err_other']}")
+    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
+    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
+    h.check(held >= 2 * STREAMS, f"only {held} pipe descriptors with {STALLED} stalled "
+            f"downloads: the stream pipes were not used")
+
+    # every client reads again, each on its own (a stalled one may wait for a buffer that
+    # another stalled one holds, until that one reads)
+    errors = []
+
+    def reader(i, s):
+        try:
+            got = h.recv_exact(s, SIZE, timeout=60, what=f"stalled download {i}")
+            if got != h.pattern_bytes(200 + i, SIZE):
+                errors.append(f"stalled download {i}: bytes differ")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(str(e))
+
+    readers = [threading.Thread(target=reader, args=(i, s)) for i, s in enumerate(stalled)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    h.check(not errors, "; ".join(errors[:3]))
+    h.log(f"cap {cap}: {STALLED} stalled downloads ({held} pipe descriptors) + "
+          f"{cap - STALLED} more connections all accepted; {fds} descriptors of {LIMIT}; "
+          f"every download intact once read")
+    p.check_alive()
+    for s in stalled + extra:
+        s.close()
+    p.stop()
+    srv.stop()
+
+
+h.run(main)
