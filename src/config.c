@@ -271,6 +271,7 @@ void cfg_defaults(struct config *cfg)
 		int rc = cfg_set(cfg, o, o->def, err, sizeof(err));
 		ARC_BUG_ON(rc != 0);
 	}
+	cfg->moved_max = UINT32_MAX;
 }
 
 static size_t edit_distance(const char *a, const char *b)

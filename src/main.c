@@ -102,7 +102,9 @@ static void log_settings(const struct config *cfg)
  * buffers under pressure (cfg_moved_pipes() per worker) and for those of
  * streaming directions (cfg_stream_pipes() per worker). So in auto mode
  * every pipe is inside the budget, and the descriptors of connections up
- * to max_connections are always there. */
+ * to max_connections are always there. When the limit is short, the pipe
+ * reserves give way first (to half of what the fixed margin leaves), then
+ * max_connections is capped. */
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
@@ -125,6 +127,29 @@ static void raise_nofile(struct config *cfg, size_t nworkers)
 		else
 			arc_log("setrlimit(RLIMIT_NOFILE, %llu) failed: %s",
 				(unsigned long long)want, arc_errname(errno));
+	}
+	uint64_t fixed = 64 + 4 * (uint64_t)nworkers;
+	uint64_t opt = 2 * pipes * nworkers;
+	uint64_t room = rl.rlim_cur > fixed ? (rl.rlim_cur - fixed) / 2 : 0;
+	if (rl.rlim_cur < need && opt > room) {
+		/* the pipe reserves are optional (past them a direction relays
+		 * on buffers, or waits for one as it would without moves):
+		 * when descriptors are short they get at most half of what the
+		 * fixed margin leaves, connections the rest */
+		uint32_t p0 = cfg->pipe_trial, m0 = cfg_moved_pipes(cfg),
+			 s0 = cfg->stream_pipes;
+		cfg->pipe_trial = (uint32_t)(p0 * room / opt);
+		cfg->moved_max = (uint32_t)(m0 * room / opt);
+		cfg->stream_pipes = (uint32_t)(s0 * room / opt);
+		arc_log("pipe reserves lowered by the open-files limit (%llu "
+			"descriptors), per worker: ARCTIC_PIPE_TRIAL %u -> %u, "
+			"moved pipes %u -> %u, ARCTIC_STREAM_PIPES %u -> %u",
+			(unsigned long long)rl.rlim_cur, p0, cfg->pipe_trial, m0,
+			cfg_moved_pipes(cfg), s0, cfg->stream_pipes);
+		pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg) +
+			cfg_stream_pipes(cfg);
+		slack = fixed + 2 * pipes * nworkers;
+		need = (uint64_t)cfg->max_connections * per + slack;
 	}
 	if (rl.rlim_cur < need) {
 		uint64_t cap = rl.rlim_cur > slack ? (rl.rlim_cur - slack) / per : 1;

@@ -312,10 +312,18 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 			 * one; request/response traffic of small messages never
 			 * builds a streak */
 			if ((uint32_t)res < w->buf_size / 4 &&
-			    !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY))
+			    !(cqe->flags & IORING_CQE_F_SOCK_NONEMPTY)) {
 				x->streak = 0;
-			else if (++x->streak >= w->cfg->splice_after)
-				x->flags |= DF_TO_SPLICE;
+			} else {
+				if (x->streak < UINT8_MAX)
+					x->streak++;
+				/* with no stream pipe left it streams on
+				 * here: a switch attempt would only hold
+				 * its recv until the queue drains */
+				if (x->streak >= w->cfg->splice_after &&
+				    w->stream_pipes < cfg_stream_pipes(w->cfg))
+					x->flags |= DF_TO_SPLICE;
+			}
 		}
 		idle_touch(w, c);
 		pump_buf(w, c, d);

@@ -51,6 +51,9 @@ struct config {
 	uint32_t splice_after;
 	uint32_t pipe_trial;
 	uint32_t stream_pipes;
+	/* most directions moved to pipes per worker: ARCTIC_BUF_COUNT unless
+	 * the open-files limit lowers it (main.c); not an option */
+	uint32_t moved_max;
 	uint32_t ring_entries;
 	uint32_t quickack;
 
@@ -143,7 +146,9 @@ static inline uint32_t cfg_stream_pipes(const struct config *cfg)
  * as buffer pressure can call for. The fd budget counts their pipes. */
 static inline uint32_t cfg_moved_pipes(const struct config *cfg)
 {
-	return cfg->io_mode == CFG_IO_SPLICE ? 0 : cfg->buf_count;
+	if (cfg->io_mode == CFG_IO_SPLICE)
+		return 0;
+	return cfg->buf_count < cfg->moved_max ? cfg->buf_count : cfg->moved_max;
 }
 
 #ifdef __cplusplus

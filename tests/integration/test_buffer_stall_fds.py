@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Moves to a pipe under buffer pressure stay inside the descriptor budget. Under
 `prlimit --nofile=512:512`, buffer mode with 64 relay buffers of which a direction holds one
-caps max_connections so that every connection's two sockets and a worker's moved pipes (at most
-ARCTIC_BUF_COUNT directions at once, two descriptors each: 128, twice the fixed margin) fit.
+(and small trial and stream reserves, ARCTIC_PIPE_TRIAL=8 and ARCTIC_STREAM_PIPES=8, so that the
+limit lowers no reserve) caps max_connections so that every connection's two sockets and a
+worker's moved pipes (at most ARCTIC_BUF_COUNT directions at once, two descriptors each: 128,
+twice the fixed margin) fit.
 40 connections then stall both ways (uploads the upstream does not read, downloads the client
 does not read): 80 directions for 64 buffers, so the holders are moved, up to the budget, and
 the rest wait. Then connections up to the cap must still be accepted and connected upstream (no
 EMFILE), and the proxy's descriptors stay under the limit. Without the moved pipes in the
-budget, the cap is 222 instead of 158 and the last connections find no descriptor."""
+budget, the cap is higher by 64 and the last connections find no descriptor."""
 import json
 import re
 import shutil
@@ -35,6 +37,7 @@ def main():
     argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
         "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
     p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer", "ARCTIC_BUF_COUNT": 64,
+                       "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_STREAM_PIPES": 8,
                        "ARCTIC_INFLIGHT": 1, "ARCTIC_STATS_FORMAT": "json",
                        "ARCTIC_STATS_INTERVAL_MS": 200})
     p.wait_ready(10)

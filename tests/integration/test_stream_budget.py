@@ -8,7 +8,8 @@ flight, on a pipe while the worker has stream pipes left, past that on a trial p
 buffers. Then connections up to the cap must still be accepted and connected upstream (no
 EMFILE), the proxy's descriptors stay under the limit, and once the clients read again every
 download arrives intact. With streams outside the budget, 80 stalled streams hold 80 pipes
-(160 descriptors) and the last connections find no descriptor."""
+(160 descriptors) and the last connections find no descriptor. Also: under a small hard limit
+(1024) the default pipe reserves give way instead of capping max_connections to 1."""
 import json
 import re
 import shutil
@@ -103,6 +104,30 @@ def main():
         s.close()
     p.stop()
     srv.stop()
+    low_limit_lowers_the_reserves()
+
+
+def low_limit_lowers_the_reserves():
+    """With the defaults and a hard limit of 1024 the pipe reserves (trial, moved, stream) would
+    take more descriptors than there are: they give way, to half of what the fixed margin
+    leaves, and the proxy says so; max_connections keeps the other half instead of dropping to
+    1."""
+    for workers in (1, 2):
+        argv = ["prlimit", "--nofile=1024:1024"] + h.proxy_argv(
+            "127.0.0.1:0", "127.0.0.1:9", *h.pos(max_connections=100000,
+                                                  upstream_test_timeout_secs=0))
+        p = h.Proxy(argv, {"ARCTIC_WORKERS": workers})
+        p.wait_ready(10)
+        err = "\n".join(p.stderr_lines)
+        m = re.search(r"max_connections capped at (\d+)", err)
+        h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
+        cap = int(m.group(1))
+        h.check(cap >= 200, f"{workers} worker(s) under a 1024-descriptor limit: max_connections "
+                f"capped at {cap}")
+        h.check("pipe reserves lowered by the open-files limit" in err,
+                f"no line about the lowered pipe reserves: {p.stderr_lines[:4]}")
+        h.log(f"{workers} worker(s), limit 1024: max_connections capped at {cap}")
+        p.stop()
 
 
 h.run(main)
