@@ -26,6 +26,7 @@ import random
 import re
 import resource
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -685,6 +686,41 @@ def run_proxy_once(args, env=None, timeout=10.0):
 # ----------------------------------------------------------------------------------------
 # client socket helpers
 # ----------------------------------------------------------------------------------------
+
+def pipe_fds(p):
+    """Pipe descriptors the proxy holds (fds 0-2 are the harness's own pipes to it)."""
+    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
+
+
+def start_proxy_limited(limit, upstream, env):
+    """The proxy under `prlimit --nofile=limit:limit` (skips without prlimit), ready; returns
+    (proxy, the max_connections it capped itself to)."""
+    if not shutil.which("prlimit"):
+        skip("prlimit not installed")
+    argv = ["prlimit", f"--nofile={limit}:{limit}"] + proxy_argv(
+        "127.0.0.1:0", upstream, *pos(upstream_test_timeout_secs=0))
+    p = Proxy(argv, env)
+    p.wait_ready(10)
+    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
+    check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
+    return p, int(m.group(1))
+
+
+def check_all_admitted(p, server, cap, limit):
+    """Connections up to cap are open: every one must have been accepted and connected
+    upstream, with no descriptor error (EMFILE) and the proxy under its limit. Needs
+    ARCTIC_STATS_FORMAT=json. Returns (last stats total, descriptors held)."""
+    server.wait_accepted(cap, timeout=20)
+    time.sleep(0.5)
+    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+    fds = len(p.fd_list())
+    check(tot["err_accept"] == 0 and tot["err_other"] == 0,
+          f"descriptor errors within max_connections ({cap}): err_accept="
+          f"{tot['err_accept']} err_other={tot['err_other']}")
+    check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
+    check(fds < limit, f"the proxy holds {fds} descriptors at the limit {limit}")
+    return tot, fds
+
 
 def connect(addr, timeout=10.0):
     host, port = addr[0], addr[1]

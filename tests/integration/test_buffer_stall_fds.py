@@ -10,9 +10,6 @@ does not read): 80 directions for 64 buffers, so the holders are moved, up to th
 the rest wait. Then connections up to the cap must still be accepted and connected upstream (no
 EMFILE), and the proxy's descriptors stay under the limit. Without the moved pipes in the
 budget, the cap is higher by 64 and the last connections find no descriptor."""
-import json
-import re
-import shutil
 import socket
 import time
 import harness as h
@@ -22,9 +19,6 @@ STALLED = 40
 
 
 def main():
-    if not shutil.which("prlimit"):
-        h.skip("prlimit not installed")
-
     def upstream(conn, rec):
         try:
             cmd = h.read_command(conn, rec)
@@ -34,16 +28,10 @@ def main():
             h.send_pattern(conn, rec, int(cmd[4:]), 8 * h.MiB, chunk=65536)
 
     srv = h.ThreadedServer(upstream, name="upstream")
-    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
-        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
-    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer", "ARCTIC_BUF_COUNT": 64,
-                       "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_STREAM_PIPES": 8,
-                       "ARCTIC_INFLIGHT": 1, "ARCTIC_STATS_FORMAT": "json",
-                       "ARCTIC_STATS_INTERVAL_MS": 200})
-    p.wait_ready(10)
-    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
-    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
-    cap = int(m.group(1))
+    p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
+        "ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer", "ARCTIC_BUF_COUNT": 64,
+        "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_STREAM_PIPES": 8, "ARCTIC_INFLIGHT": 1,
+        "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
     h.check(STALLED < cap, f"cap {cap} leaves no room for the test")
 
     stalled = []
@@ -62,17 +50,9 @@ def main():
     extra = []
     for i in range(cap - STALLED):
         extra.append(p.connect())
-    srv.wait_accepted(cap, timeout=20)  # every one connected upstream
-    time.sleep(0.5)
-    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
-    fds = len(p.fd_list())
-    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
-            f"descriptor errors within max_connections ({cap}): err_accept="
-            f"{tot['err_accept']} err_other={tot['err_other']}")
-    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
+    tot, fds = h.check_all_admitted(p, srv, cap, LIMIT)
     h.check(tot["moved_to_pipe"] > 32,
             f"only {tot['moved_to_pipe']} directions moved to a pipe: the budget is not used")
-    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
     h.log(f"cap {cap}: {STALLED} stalled + {cap - STALLED} more connections all accepted; "
           f"{tot['moved_to_pipe']} moves, {fds} descriptors of {LIMIT}")
     p.check_alive()

@@ -14,17 +14,12 @@ import time
 import harness as h
 
 
-def pipe_fds(p):
-    # fds 0-2 are the harness's own pipes to the proxy
-    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
-
-
 def wait_pipes(p, pred, what, timeout=5.0):
     deadline = time.monotonic() + timeout
-    n = pipe_fds(p)
+    n = h.pipe_fds(p)
     while not pred(n) and time.monotonic() < deadline:
         time.sleep(0.05)
-        n = pipe_fds(p)
+        n = h.pipe_fds(p)
     h.check(pred(n), f"{what}: the proxy holds {n} pipe descriptors after {timeout:.0f} s; "
             f"fds: {p.fd_list()}")
     return n
@@ -56,7 +51,7 @@ def idle_connections_leave_the_trial(echo):
     s = p.connect()
     data = h.pattern_bytes(11, 8 * h.MiB)
     h.roundtrip(s, data, timeout=60, what="8 MiB stream beside idle connections")
-    n = pipe_fds(p)
+    n = h.pipe_fds(p)
     h.check(n > 0, "a new connection beside 6 idle ones did not stream through a trial pipe "
             f"(ARCTIC_SPLICE_AFTER=255 keeps buffers off pipes): {p.fd_list()}")
     h.log(f"beside 6 idle connections a new stream still starts on a pipe ({n} pipe fds)")
@@ -114,7 +109,7 @@ def stalled_trials_are_capped():
     wait_pipes(p, lambda n: n == 4, "4 stalled downloads with ARCTIC_PIPE_TRIAL=2 "
                "(2 trial pipes = 4 descriptors expected)")
     time.sleep(1.0)
-    h.check(pipe_fds(p) == 4, f"trial pipes changed while stalled: {p.fd_list()}")
+    h.check(h.pipe_fds(p) == 4, f"trial pipes changed while stalled: {p.fd_list()}")
     h.log("4 stalled downloads: 2 hold trial pipes, 2 relay on buffers")
     want = h.pattern_bytes(31, total)
     for i, c in enumerate(clients):
@@ -138,7 +133,7 @@ def trial_off_starts_on_buffers(echo, trial):
     s = p.connect()
     h.roundtrip(s, h.pattern_bytes(12, 8 * h.MiB), timeout=60,
                 what=f"8 MiB stream with ARCTIC_PIPE_TRIAL={trial}")
-    h.check(pipe_fds(p) == 0, f"ARCTIC_PIPE_TRIAL={trial}: a stream from the first byte took "
+    h.check(h.pipe_fds(p) == 0, f"ARCTIC_PIPE_TRIAL={trial}: a stream from the first byte took "
             f"a pipe: {p.fd_list()}")
     s.close()
     h.log(f"ARCTIC_PIPE_TRIAL={trial}: an 8 MiB stream stays on buffers")
@@ -150,14 +145,14 @@ def main():
     env = {"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": 4}
     p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0),
                       env=env)
-    h.check(pipe_fds(p) == 0, f"a fresh proxy holds pipes: {p.fd_list()}")
+    h.check(h.pipe_fds(p) == 0, f"a fresh proxy holds pipes: {p.fd_list()}")
 
     # a new connection holds no pipe before its first byte, nor once a message has passed
     before = echo.accepted
     a = p.connect()
     connected(before, echo)
     time.sleep(0.5)
-    h.check(pipe_fds(p) == 0, f"a new idle connection holds pipes: {p.fd_list()}")
+    h.check(h.pipe_fds(p) == 0, f"a new idle connection holds pipes: {p.fd_list()}")
     h.roundtrip(a, b"first message\r\n", timeout=10, what="first exchange")
     wait_pipes(p, lambda n: n == 0, "a connection idle after one message (no pipe expected)")
     h.log("idle connection (before and after a message): no pipe held")
@@ -179,7 +174,7 @@ def main():
     def sample():
         while not done.is_set():
             try:
-                peak[0] = max(peak[0], pipe_fds(p))
+                peak[0] = max(peak[0], h.pipe_fds(p))
             except OSError:
                 pass
             time.sleep(0.02)
@@ -189,7 +184,7 @@ def main():
     done.set()
     sampler.join(5)
     # a direction that switched to a pipe mid-stream keeps it until the connection ends
-    after = pipe_fds(p)
+    after = h.pipe_fds(p)
     h.check(max(peak[0], after) > 0,
             f"an 8 MiB stream after the trial never took a pipe: {p.fd_list()}")
     h.log(f"8 MiB echo after the trial intact ({max(peak[0], after)} pipe fds while streaming)")

@@ -10,9 +10,7 @@ EMFILE), the proxy's descriptors stay under the limit, and once the clients read
 download arrives intact. With streams outside the budget, 80 stalled streams hold 80 pipes
 (160 descriptors) and the last connections find no descriptor. Also: under a small hard limit
 (1024) the default pipe reserves give way instead of capping max_connections to 1."""
-import json
 import re
-import shutil
 import threading
 import time
 import harness as h
@@ -23,15 +21,7 @@ STREAMS = 16
 SIZE = 2 * h.MiB
 
 
-def pipe_fds(p):
-    # fds 0-2 are the harness's own pipes to the proxy
-    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
-
-
 def main():
-    if not shutil.which("prlimit"):
-        h.skip("prlimit not installed")
-
     def upstream(conn, rec):
         try:
             cmd = h.read_command(conn, rec)
@@ -45,15 +35,9 @@ def main():
                 pass
 
     srv = h.ThreadedServer(upstream, name="upstream")
-    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
-        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
-    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_STREAM_PIPES": STREAMS,
-                       "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_BUF_COUNT": 16,
-                       "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
-    p.wait_ready(10)
-    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
-    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
-    cap = int(m.group(1))
+    p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
+        "ARCTIC_WORKERS": 1, "ARCTIC_STREAM_PIPES": STREAMS, "ARCTIC_PIPE_TRIAL": 8,
+        "ARCTIC_BUF_COUNT": 16, "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
     h.check(STALLED + 40 < cap, f"cap {cap} leaves no room for the test")
 
     stalled = []
@@ -63,18 +47,10 @@ def main():
         stalled.append(s)
         time.sleep(0.02)
     time.sleep(2.0)  # every download has filled what the proxy lets it hold
-    held = pipe_fds(p)
+    held = h.pipe_fds(p)
 
     extra = [p.connect() for _ in range(cap - STALLED)]
-    srv.wait_accepted(cap, timeout=20)  # every one connected upstream
-    time.sleep(0.5)
-    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
-    fds = len(p.fd_list())
-    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
-            f"descriptor errors within max_connections ({cap}): err_accept="
-            f"{tot['err_accept']} err_other={tot['err_other']}")
-    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
-    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
+    _, fds = h.check_all_admitted(p, srv, cap, LIMIT)
     h.check(held >= 2 * STREAMS, f"only {held} pipe descriptors with {STALLED} stalled "
             f"downloads: the stream pipes were not used")
 

@@ -9,9 +9,6 @@ to the cap must still be accepted and connected upstream, the proxy's descriptor
 limit, and an idle connection that streamed once streams again, intact. A streaming direction
 that kept its pipe while idle would hold it for the connection's life: 80 pipes (160
 descriptors) here."""
-import json
-import re
-import shutil
 import time
 import harness as h
 
@@ -21,15 +18,7 @@ POOL = 8
 SIZE = 1 * h.MiB
 
 
-def pipe_fds(p):
-    # fds 0-2 are the harness's own pipes to the proxy
-    return sum(1 for e in p.fd_list() if "->pipe:" in e and int(e.split("->")[0]) > 2)
-
-
 def main():
-    if not shutil.which("prlimit"):
-        h.skip("prlimit not installed")
-
     def upstream(conn, rec):
         while True:  # a download per command; the connection stays open in between
             try:
@@ -44,15 +33,10 @@ def main():
                 return
 
     srv = h.ThreadedServer(upstream, name="upstream")
-    argv = ["prlimit", f"--nofile={LIMIT}:{LIMIT}"] + h.proxy_argv(
-        "127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0))
-    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": POOL, "ARCTIC_BUF_COUNT": 16,
-                       "ARCTIC_STREAM_PIPES": 100,
-                       "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})
-    p.wait_ready(10)
-    m = re.search(r"max_connections capped at (\d+)", "\n".join(p.stderr_lines))
-    h.check(m, f"no 'max_connections capped' line: {p.stderr_lines[:4]}")
-    cap = int(m.group(1))
+    p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
+        "ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": POOL, "ARCTIC_BUF_COUNT": 16,
+        "ARCTIC_STREAM_PIPES": 100, "ARCTIC_STATS_FORMAT": "json",
+        "ARCTIC_STATS_INTERVAL_MS": 200})
     h.check(STREAMED + 40 < cap, f"cap {cap} leaves no room for the test")
 
     streamed = []
@@ -62,28 +46,20 @@ def main():
         s.sendall(f"SRC {100 + i}\n".encode())
         got = h.recv_exact(s, SIZE, timeout=20, what=f"download {i}")
         h.check(got == h.pattern_bytes(100 + i, SIZE), f"download {i}: bytes differ")
-        most = max(most, pipe_fds(p))
+        most = max(most, h.pipe_fds(p))
         streamed.append(s)
     h.check(most > 0, "no download went through a pipe: the test shows nothing")
 
     deadline = time.monotonic() + 5
-    n = pipe_fds(p)
+    n = h.pipe_fds(p)
     while n > 2 * POOL and time.monotonic() < deadline:
         time.sleep(0.05)
-        n = pipe_fds(p)
+        n = h.pipe_fds(p)
     h.check(n <= 2 * POOL, f"{STREAMED} idle connections that streamed once: the proxy holds "
             f"{n} pipe descriptors, more than its pool of {POOL} pipes")
 
     extra = [p.connect() for _ in range(cap - STREAMED)]
-    srv.wait_accepted(cap, timeout=20)  # every one connected upstream
-    time.sleep(0.5)
-    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
-    fds = len(p.fd_list())
-    h.check(tot["err_accept"] == 0 and tot["err_other"] == 0,
-            f"descriptor errors within max_connections ({cap}): err_accept="
-            f"{tot['err_accept']} err_other={tot['err_other']}")
-    h.check(tot["active"] == cap, f"{tot['active']} connections active, expected {cap}")
-    h.check(fds < LIMIT, f"the proxy holds {fds} descriptors at the limit {LIMIT}")
+    _, fds = h.check_all_admitted(p, srv, cap, LIMIT)
     h.log(f"cap {cap}: {STREAMED} idle after a download ({most} pipe fds at most while "
           f"streaming, {n} once idle) + {cap - STREAMED} more all accepted; {fds} descriptors "
           f"of {LIMIT}")
