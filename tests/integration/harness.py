@@ -1137,6 +1137,38 @@ def source_handler(nbytes, seed=1, end="close", rate=None, chunk=256 * KiB, dela
     return h
 
 
+def command_source_handler(nbytes, chunk=256 * KiB, after="return"):
+    """For scripted downloads: a line `SRC <seed>` from the client is answered with
+    Pattern(seed, nbytes). Then, after="return": the handler ends, reading nothing more (an
+    upload from the client stalls); "hold": it waits for the client's EOF; "repeat": it answers
+    further SRC lines, waiting for each as long as it takes, until EOF. A connection that sends
+    no command (read_command's timeout) or another line is left alone."""
+    def handler(conn, rec):
+        while True:
+            try:
+                if after == "repeat":
+                    conn.settimeout(None)
+                    first = conn.recv(1)
+                    if not first:
+                        return
+                    cmd = first.decode() + (read_command(conn, rec) or "")
+                else:
+                    cmd = read_command(conn, rec)
+            except OSError:
+                return
+            if not cmd or not cmd.startswith("SRC "):
+                return
+            ok = send_pattern(conn, rec, int(cmd[4:]), nbytes, chunk=chunk)
+            if after == "hold":
+                try:
+                    conn.recv(1)
+                except OSError:
+                    pass
+            if after != "repeat" or not ok:
+                return
+    return handler
+
+
 def reset_handler(read_bytes=0, delay=0.0, read_timeout=10.0):
     """Accept, optionally read read_bytes, sleep delay, then close with RST."""
     def h(conn, rec):

@@ -10,7 +10,6 @@ does not read): 80 directions for 64 buffers, so the holders are moved, up to th
 the rest wait. Then connections up to the cap must still be accepted and connected upstream (no
 EMFILE), and the proxy's descriptors stay under the limit. Without the moved pipes in the
 budget, the cap is higher by 64 and the last connections find no descriptor."""
-import socket
 import time
 import harness as h
 
@@ -19,15 +18,8 @@ STALLED = 40
 
 
 def main():
-    def upstream(conn, rec):
-        try:
-            cmd = h.read_command(conn, rec)
-        except OSError:  # the extra connections send nothing
-            return
-        if cmd and cmd.startswith("SRC "):  # sends, never reads: both directions stall
-            h.send_pattern(conn, rec, int(cmd[4:]), 8 * h.MiB, chunk=65536)
-
-    srv = h.ThreadedServer(upstream, name="upstream")
+    # sends, never reads: both directions stall; the extra connections send nothing
+    srv = h.ThreadedServer(h.command_source_handler(8 * h.MiB, chunk=65536), name="upstream")
     p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
         "ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer", "ARCTIC_BUF_COUNT": 64,
         "ARCTIC_PIPE_TRIAL": 8, "ARCTIC_STREAM_PIPES": 8, "ARCTIC_INFLIGHT": 1,

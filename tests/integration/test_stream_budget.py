@@ -22,19 +22,9 @@ SIZE = 2 * h.MiB
 
 
 def main():
-    def upstream(conn, rec):
-        try:
-            cmd = h.read_command(conn, rec)
-        except OSError:  # the extra connections send nothing
-            return
-        if cmd and cmd.startswith("SRC "):
-            h.send_pattern(conn, rec, int(cmd[4:]), SIZE, chunk=65536)
-            try:
-                conn.recv(1)  # stays open until the client closes
-            except OSError:
-                pass
-
-    srv = h.ThreadedServer(upstream, name="upstream")
+    # a download, then the connection stays open until the client closes
+    srv = h.ThreadedServer(h.command_source_handler(SIZE, chunk=65536, after="hold"),
+                           name="upstream")
     p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
         "ARCTIC_WORKERS": 1, "ARCTIC_STREAM_PIPES": STREAMS, "ARCTIC_PIPE_TRIAL": 8,
         "ARCTIC_BUF_COUNT": 16, "ARCTIC_STATS_FORMAT": "json", "ARCTIC_STATS_INTERVAL_MS": 200})

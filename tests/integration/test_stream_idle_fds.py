@@ -19,20 +19,8 @@ SIZE = 1 * h.MiB
 
 
 def main():
-    def upstream(conn, rec):
-        while True:  # a download per command; the connection stays open in between
-            try:
-                conn.settimeout(None)
-                first = conn.recv(1)
-                if not first:
-                    return
-                cmd = first.decode() + (h.read_command(conn, rec) or "")
-            except OSError:
-                return
-            if not cmd.startswith("SRC ") or not h.send_pattern(conn, rec, int(cmd[4:]), SIZE):
-                return
-
-    srv = h.ThreadedServer(upstream, name="upstream")
+    # a download per command; the connection stays open in between
+    srv = h.ThreadedServer(h.command_source_handler(SIZE, after="repeat"), name="upstream")
     p, cap = h.start_proxy_limited(LIMIT, srv.addr_str, {
         "ARCTIC_WORKERS": 1, "ARCTIC_PIPE_TRIAL": POOL, "ARCTIC_BUF_COUNT": 16,
         "ARCTIC_STREAM_PIPES": 100, "ARCTIC_STATS_FORMAT": "json",
