@@ -95,6 +95,14 @@ static void log_settings(const struct config *cfg)
 	arc_log("settings: %s", line);
 }
 
+/* Pipes a worker may hold beside its connections' own (splice mode): trial
+ * and pooled, moved, streaming. */
+static uint64_t reserved_pipes(const struct config *cfg)
+{
+	return 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg) +
+	       cfg_stream_pipes(cfg);
+}
+
 /* Two descriptors per connection (client, upstream), six in splice mode
  * (plus two pipes), and a margin for listeners, rings and eventfds, for
  * each worker's trial and pooled pipes (ARCTIC_PIPE_TRIAL of each, two
@@ -108,9 +116,9 @@ static void log_settings(const struct config *cfg)
 static void raise_nofile(struct config *cfg, size_t nworkers)
 {
 	uint64_t per = cfg->io_mode == CFG_IO_SPLICE ? 6 : 2;
-	uint64_t pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg) +
-			 cfg_stream_pipes(cfg);
-	uint64_t slack = 64 + (4 + 2 * pipes) * (uint64_t)nworkers;
+	uint64_t fixed = 64 + 4 * (uint64_t)nworkers;
+	uint64_t opt = 2 * reserved_pipes(cfg) * nworkers;
+	uint64_t slack = fixed + opt;
 	uint64_t need = (uint64_t)cfg->max_connections * per + slack;
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
@@ -128,8 +136,6 @@ static void raise_nofile(struct config *cfg, size_t nworkers)
 			arc_log("setrlimit(RLIMIT_NOFILE, %llu) failed: %s",
 				(unsigned long long)want, arc_errname(errno));
 	}
-	uint64_t fixed = 64 + 4 * (uint64_t)nworkers;
-	uint64_t opt = 2 * pipes * nworkers;
 	uint64_t room = rl.rlim_cur > fixed ? (rl.rlim_cur - fixed) / 2 : 0;
 	if (rl.rlim_cur < need && opt > room) {
 		/* the pipe reserves are optional (past them a direction relays
@@ -146,9 +152,7 @@ static void raise_nofile(struct config *cfg, size_t nworkers)
 			"moved pipes %u -> %u, ARCTIC_STREAM_PIPES %u -> %u",
 			(unsigned long long)rl.rlim_cur, p0, cfg->pipe_trial, m0,
 			cfg_moved_pipes(cfg), s0, cfg->stream_pipes);
-		pipes = 2 * (uint64_t)cfg_pipe_pool(cfg) + cfg_moved_pipes(cfg) +
-			cfg_stream_pipes(cfg);
-		slack = fixed + 2 * pipes * nworkers;
+		slack = fixed + 2 * reserved_pipes(cfg) * nworkers;
 		need = (uint64_t)cfg->max_connections * per + slack;
 	}
 	if (rl.rlim_cur < need) {

@@ -225,6 +225,12 @@ static void forward_eof(struct worker *w, struct conn *c, int d)
 
 static int make_pipe(struct worker *w, struct conn *c, int d);
 static bool stream_pipe(struct worker *w, struct conn *c, int d);
+
+/* Fewer than cfg_stream_pipes() streams of the worker are on pipes. */
+static bool stream_room(const struct worker *w)
+{
+	return w->stream_pipes < cfg_stream_pipes(w->cfg);
+}
 static void pump_splice(struct worker *w, struct conn *c, int d);
 static void evict_finish(struct worker *w, struct conn *c, int d);
 
@@ -321,7 +327,7 @@ static void on_recv(struct worker *w, struct conn *c, int d,
 				 * here: a switch attempt would only hold
 				 * its recv until the queue drains */
 				if (x->streak >= w->cfg->splice_after &&
-				    w->stream_pipes < cfg_stream_pipes(w->cfg))
+				    stream_room(w))
 					x->flags |= DF_TO_SPLICE;
 			}
 		}
@@ -452,7 +458,7 @@ static void trial_pause(struct worker *w, struct conn *c, int d)
 static void judge_trial(struct worker *w, struct relay_dir *x, size_t n)
 {
 	if (n >= w->buf_size / 4) {
-		if (w->stream_pipes < cfg_stream_pipes(w->cfg)) {
+		if (stream_room(w)) {
 			end_trial(w, x); /* a stream, on the pipe it has */
 			x->flags |= DF_STREAM;
 			w->stream_pipes++;
@@ -676,7 +682,7 @@ static bool stream_pipe(struct worker *w, struct conn *c, int d)
 {
 	struct relay_dir *x = &c->dir[d];
 	x->flags |= DF_STREAM;
-	if (w->stream_pipes < cfg_stream_pipes(w->cfg) && make_pipe(w, c, d) == 0)
+	if (stream_room(w) && make_pipe(w, c, d) == 0)
 		return true;
 	x->flags &= (uint16_t)~DF_STREAM;
 	return false;

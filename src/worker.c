@@ -338,9 +338,8 @@ static void run(struct worker *w)
 			reap(w);
 		}
 		stats_add(w->stats, ST_LOOPS, 1);
-		if ((w->pipes_pooled || w->wait_head != RELAY_NONE || w->stream_pipes) &&
-		    !w->tick_armed)
-			arm_tick(w);
+		if (!w->tick_armed)
+			arm_tick(w); /* if a timer is wanted (see there) */
 		if (w->state == W_DRAINING && w->nconns == 0)
 			w->state = W_DONE;
 	}
