@@ -613,8 +613,8 @@ class Proxy:
         except subprocess.TimeoutExpired:
             return None
 
-    def connect(self, timeout=10.0):
-        return connect(self.addr, timeout=timeout)
+    def connect(self, timeout=10.0, rcvbuf=None):
+        return connect(self.addr, timeout=timeout, rcvbuf=rcvbuf)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -722,10 +722,14 @@ def check_all_admitted(p, server, cap, limit):
     return tot, fds
 
 
-def connect(addr, timeout=10.0):
+def connect(addr, timeout=10.0, rcvbuf=None):
+    """A connected client socket; rcvbuf pins its SO_RCVBUF before the handshake (a reader
+    that stops then holds little: the bytes in flight stay in the proxy)."""
     host, port = addr[0], addr[1]
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     s.settimeout(timeout)
     try:
         s.connect((host, port))
