@@ -203,12 +203,42 @@ static int bind_listeners(struct config *cfg, int *fds, size_t n)
 	return 0;
 }
 
-static void emit(const char *buf, size_t len)
+/* Stats lines go to stdout without ever blocking this thread, which also
+ * takes the signals (arc_out_nonblocking): a line that finds no room is
+ * dropped and counted, and the rest of a line written in part goes out
+ * before any later line, so a reader never sees a line cut. A closed
+ * stdout is ignored (SIGPIPE is ignored too). */
+struct out_line {
+	char *rest;
+	size_t off, len, cap;
+	uint64_t dropped;
+};
+
+static void emit(struct out_line *o, const char *buf, size_t len)
 {
-	/* A closed or full stdout must never stop the proxy: the result is
-	 * ignored (SIGPIPE is ignored too). */
-	ssize_t n = write(STDOUT_FILENO, buf, len);
-	(void)n;
+	if (o->off < o->len) {
+		ssize_t n = arc_out_write(STDOUT_FILENO, o->rest + o->off,
+					  o->len - o->off);
+		if (n > 0)
+			o->off += (size_t)n;
+		else if (n == -1 && errno != EAGAIN && errno != EINTR)
+			o->off = o->len; /* closed */
+		if (o->off < o->len) {
+			o->dropped++;
+			return;
+		}
+	}
+	ssize_t n = arc_out_write(STDOUT_FILENO, buf, len);
+	if (n == -1) {
+		if (errno == EAGAIN || errno == EINTR)
+			o->dropped++;
+		return;
+	}
+	if ((size_t)n < len && len - (size_t)n <= o->cap) {
+		memcpy(o->rest, buf + n, len - (size_t)n);
+		o->off = 0;
+		o->len = len - (size_t)n;
+	}
 }
 
 static void collect(struct worker *ws, size_t n, struct stats_snap *per,
@@ -227,6 +257,7 @@ static void collect(struct worker *ws, size_t n, struct stats_snap *per,
 static int serve(struct config *cfg, const struct topo_plan *plan)
 {
 	size_t nw = plan->nworkers;
+	arc_out_nonblocking();
 	raise_nofile(cfg, nw);
 
 	if (cfg->upstream_test_timeout_secs) {
@@ -266,7 +297,13 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	struct worker *ws = aligned_alloc(64, nw * sizeof(struct worker));
 	struct stats_snap *per = calloc(nw, sizeof(*per));
 	struct stats_winfo *info = calloc(nw, sizeof(*info));
-	if (!fds || !ws || !per || !info) {
+	/* the longest line this many workers can make */
+	size_t line_cap = stats_json_size(nw);
+	if (line_cap < 512)
+		line_cap = 512;
+	char *line = malloc(line_cap);
+	struct out_line out = {.rest = malloc(line_cap), .cap = line_cap};
+	if (!fds || !ws || !per || !info || !line || !out.rest) {
 		arc_log("out of memory for %zu workers", nw);
 		goto out_free;
 	}
@@ -310,7 +347,6 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	uint64_t interval = (uint64_t)cfg->stats_interval_ms * 1000000ull;
 	uint64_t t0 = arc_now_ns(), last = t0, next = t0 + interval;
 	int shutting = 0;
-	char line[8192];
 	for (;;) {
 		uint64_t now = arc_now_ns();
 		if (shutting && atomic_load(&sh.finished) == nw)
@@ -318,12 +354,12 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 		if (now >= next) {
 			collect(ws, nw, per, info, &total);
 			size_t len = cfg->stats_format == CFG_STATS_JSON
-					     ? stats_format_json(line, sizeof(line),
+					     ? stats_format_json(line, line_cap,
 								 (now - t0) / 1000000, &total,
 								 &prev, per, info, nw, now - last)
-					     : stats_format_text(line, sizeof(line), &total,
+					     : stats_format_text(line, line_cap, &total,
 								 &prev, now - last);
-			emit(line, len);
+			emit(&out, line, len);
 			prev = total;
 			last = now;
 			next += interval;
@@ -362,11 +398,16 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 			total.c[ST_DRAIN_ABORTED] == 1 ? "" : "s");
 	else
 		arc_log("all connections drained");
+	if (out.dropped)
+		arc_log("%llu stats line%s dropped: stdout was not being read",
+			(unsigned long long)out.dropped, out.dropped == 1 ? "" : "s");
 	arc_log("shutdown complete");
 	for (size_t i = 0; i < nw; i++)
 		worker_free(&ws[i]);
 	status = 0;
 out_free:
+	free(line);
+	free(out.rest);
 	free(fds);
 	free(ws);
 	free(per);

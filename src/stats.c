@@ -77,6 +77,19 @@ static int json_counters(char *buf, size_t len, const struct stats_snap *s)
 	return off;
 }
 
+size_t stats_json_size(size_t nworkers)
+{
+	/* "active" and "errors", then ,"name":N per counter; a number takes
+	 * at most 20 digits */
+	size_t counters = 2 * 32;
+	for (int i = 0; i < ST_COUNT; i++)
+		counters += strlen(stats_names[i]) + 4 + 20;
+	/* {"worker":N, plus four placement ints of at most 11 characters */
+	size_t worker = counters + 32 + 64 + 4 * 11;
+	/* t_ms, interval_ms, gbps (at most ~30 characters each), brackets */
+	return 256 + counters + nworkers * worker;
+}
+
 size_t stats_format_json(char *buf, size_t len, uint64_t t_ms,
 			 const struct stats_snap *total,
 			 const struct stats_snap *prev_total,

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -34,6 +35,20 @@ const char *arc_errname(int err);
 /* One line on stderr prefixed with "arctic-proxy: ". Thread-safe: the line
  * is formatted first and written with a single write(2). */
 void arc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* While serving, stdout and stderr may be a pipe, a terminal or a socket
+ * that stops draining (a paused pager, Ctrl-S, a stalled log collector):
+ * a write to them must never block a worker or the thread that takes the
+ * signals. arc_out_nonblocking() gives a pipe or a terminal on fd 1 and 2
+ * an open file description of the proxy's own, opened O_NONBLOCK (the one
+ * shared with the parent keeps its flags); a socket is written with
+ * MSG_DONTWAIT; a regular file is left as it is. Best effort: without
+ * /proc, writes stay blocking. */
+void arc_out_nonblocking(void);
+
+/* write(2) to fd 1 or 2 as arc_out_nonblocking() arranged: -1 with errno
+ * EAGAIN when it would block. */
+ssize_t arc_out_write(int fd, const void *buf, size_t len);
 
 /* Monotonic clock in nanoseconds / milliseconds. */
 uint64_t arc_now_ns(void);

@@ -373,7 +373,8 @@ def _parse_stats(line):
 
 
 class Proxy:
-    def __init__(self, argv, env_extra=None, read_stdout=True, stdout=subprocess.PIPE):
+    def __init__(self, argv, env_extra=None, read_stdout=True, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE):
         self.argv = argv
         self.env_extra = dict(env_extra or {})
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTIC_")}
@@ -395,14 +396,18 @@ class Proxy:
         self.family = None
         main_thread = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
             env=env, close_fds=True, preexec_fn=_child_setup if main_thread else None)
         _proxies.append(self)
         add_cleanup(self.stop)
         self._threads = []
-        t = threading.Thread(target=self._reader, args=(self.proc.stderr, True), daemon=True)
-        t.start()
-        self._threads.append(t)
+        if self.proc.stderr is not None:
+            t = threading.Thread(target=self._reader, args=(self.proc.stderr, True),
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        else:
+            self._stderr_eof = True
         if read_stdout and self.proc.stdout is not None:
             t = threading.Thread(target=self._reader, args=(self.proc.stdout, False),
                                  daemon=True)

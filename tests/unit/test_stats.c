@@ -1,5 +1,7 @@
 /* stats: the status line and the JSON object. */
 #include <regex.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "arctic/stats.h"
 #include "check.h"
@@ -50,6 +52,33 @@ int main(void)
 	      "json: %s", js);
 	n = stats_format_json(js, 50, 1, &cur, &prev, workers, NULL, 2, 1);
 	CHECK(strcmp(js, "{}\n") == 0, "json truncation gives an empty object, got %s", js);
+
+	/* a machine with many workers, every counter and placement value at
+	 * its longest: the buffer stats_json_size() asks for holds the whole
+	 * object (a fixed buffer gave "{}" past about 20 workers) */
+	{
+		enum { NW = 512 };
+		static struct stats_snap big[NW];
+		static struct stats_winfo binfo[NW];
+		struct stats_snap bt;
+		memset(&bt, 0xff, sizeof(bt));
+		for (size_t i = 0; i < NW; i++) {
+			big[i] = bt;
+			binfo[i] = (struct stats_winfo){-2147483647 - 1, -2147483647 - 1,
+							-2147483647 - 1, -2147483647 - 1};
+		}
+		size_t cap = stats_json_size(NW);
+		char *bj = malloc(cap);
+		CHECK(bj != NULL, "malloc");
+		n = stats_format_json(bj, cap, UINT64_MAX, &bt, &prev, big, binfo, NW, 1);
+		CHECK(n > 3 && n < cap && bj[n - 1] == '\n' && strcmp(bj + n - 3, "]}\n") == 0,
+		      "json for %d workers: n=%zu cap=%zu", NW, n, cap);
+		size_t objs = 0;
+		for (const char *q = bj; (q = strstr(q, "{\"worker\":")); q++)
+			objs++;
+		CHECK(objs == NW, "%zu worker objects, expected %d", objs, NW);
+		free(bj);
+	}
 
 	struct worker_stats ws;
 	memset(&ws, 0, sizeof(ws));

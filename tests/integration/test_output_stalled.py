@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""A stdout or stderr that stops draining never stops the proxy. Each is, in turn, a pipe the
+test has filled to capacity (4 KiB) and never reads, the way a paused pager, a terminal
+stopped with Ctrl-S or a stalled log collector behaves.
+
+stdout full, stats every 10 ms: the proxy must keep relaying, and one SIGTERM must end it
+(exit 0) within the drain time; it says how many stats lines it dropped. A blocking write
+would hold the thread that takes the signals: the proxy would ignore SIGTERM for as long as
+nobody reads its stdout.
+
+stderr full (its start-up lines are dropped; readiness comes from the stats on stdout), one
+worker, a dead upstream: each connection's failed upstream connect makes the worker log a
+line; each must still be closed and counted, and SIGTERM must end the proxy. A blocking write
+would hold the worker, and every connection of that worker with it."""
+import fcntl
+import os
+import signal
+import socket
+import time
+import harness as h
+
+F_SETPIPE_SZ = 1031
+
+
+def full_pipe():
+    """A pipe of one page, filled: (read end, write end)."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    os.set_blocking(w, False)
+    try:
+        while True:
+            os.write(w, b"x" * 512)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    h.add_cleanup(lambda: [os.close(fd) for fd in (r, w)])
+    return r, w
+
+
+def listen_port(p):
+    """The port the proxy listens on, from its socket inodes and /proc/net/tcp (the
+    'listening on' line went to the full stderr)."""
+    inodes = {e.split("socket:[")[1].rstrip("]") for e in p.fd_list() if "socket:[" in e}
+    with open("/proc/net/tcp") as f:
+        for row in f.readlines()[1:]:
+            col = row.split()
+            if col[3] == "0A" and col[9] in inodes:
+                return int(col[1].split(":")[1], 16)
+    h.fail("the proxy has no listening socket in /proc/net/tcp")
+
+
+def sigterm_ends(p, what):
+    t = time.monotonic()
+    p.signal(signal.SIGTERM)
+    rc = p.wait(10)
+    h.check(rc is not None, f"{what}: the proxy ignored SIGTERM for 10 s")
+    h.check(rc == 0, f"{what}: exit status {rc} after SIGTERM, expected 0")
+    return time.monotonic() - t
+
+
+def stdout_full():
+    echo = h.EchoServer(name="echo")
+    r, w = full_pipe()
+    argv = h.proxy_argv("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_STATS_INTERVAL_MS": 10, "ARCTIC_STATS_FORMAT": "json"},
+                read_stdout=False, stdout=w)
+    p.wait_ready(10)
+    s = p.connect()
+    for i in range(5):
+        time.sleep(0.2)  # 20 stats lines, none of which fits
+        h.roundtrip(s, f"stdout full {i}".encode(), what=f"round trip {i} with stdout full")
+    s.close()
+    took = sigterm_ends(p, "stdout full")
+    err = p.stderr_text()
+    h.check("shutdown complete" in err, f"no 'shutdown complete' line: {err!r}")
+    h.check("stats lines dropped: stdout was not being read" in err,
+            f"no line about the dropped stats lines: {err!r}")
+    h.log(f"stdout full: relayed, SIGTERM ended the proxy in {took:.2f} s")
+
+
+def stderr_full():
+    _, dead = h.bound_unused_port()  # nothing listens here
+    r, w = full_pipe()
+    argv = h.proxy_argv("127.0.0.1:0", f"127.0.0.1:{dead}",
+                        *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_STATS_INTERVAL_MS": 100}, stderr=w)
+    p.wait_stats(lambda st: True, 10, "a first stats line (stderr is full)")
+    port = listen_port(p)
+    for i in range(3):
+        try:
+            c = h.connect(("127.0.0.1", port))
+        except ConnectionResetError:
+            continue  # closed (RST) before connect() returned
+        c.settimeout(5)
+        try:
+            got = c.recv(1)  # b"" or a reset: closed once connect() upstream fails
+        except ConnectionResetError:
+            got = b""
+        except socket.timeout:
+            h.fail(f"connection {i} to a dead upstream was not closed within 5 s: the "
+                   f"worker is stuck (its log line about the failed connect went to a full "
+                   f"stderr)")
+        h.check(got == b"", f"connection {i}: got {got!r} from a dead upstream")
+        c.close()
+    p.wait_stats(lambda st: st.err >= 3, 5, "three failed upstream connects counted")
+    took = sigterm_ends(p, "stderr full")
+    h.log(f"stderr full: three failed upstream connects (their log line dropped) were each "
+          f"closed and counted; SIGTERM ended the proxy in {took:.2f} s")
+
+
+def main():
+    stdout_full()
+    stderr_full()
+
+
+h.run(main)
