@@ -1123,12 +1123,20 @@ void conn_unpark(struct worker *w, uint32_t slot)
 		pump_buf(w, c, 1);
 }
 
-/* Bytes received and not yet sent on, in relay buffers or a pipe. */
+/* Bytes a close would lose: received and not yet sent on (relay buffers,
+ * a pipe), or not yet read from a socket (a direction waiting for a
+ * buffer has its bytes there). A socket that cannot say counts as
+ * holding: an RST is the safe end. */
 static bool conn_holds_bytes(const struct conn *c)
 {
 	for (int d = 0; d < 2; d++) {
 		const struct relay_dir *x = &c->dir[d];
 		if (x->q_count || ((x->flags & DF_SPLICE) && x->s.bytes))
+			return true;
+	}
+	for (int i = 0; i < 2; i++) {
+		int n = 0;
+		if (ioctl(c->fd[i], FIONREAD, &n) == -1 || n > 0)
 			return true;
 	}
 	return false;
