@@ -71,8 +71,9 @@ const struct cfg_option cfg_options[] = {
 		"auto: streaming directions per worker on a pipe at once (past that, buffers)"),
 	ENV_U32("ARCTIC_INFLIGHT", inflight, 1, 8, "2",
 		"relay buffers held per direction (bounds bytes in flight)"),
-	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 32768, "1024",
-		 "submission queue entries per worker ring (power of two)"),
+	/* the completion queue is 4x: 65536 is the kernel's largest */
+	ENV_POW2("ARCTIC_RING_ENTRIES", ring_entries, 64, 16384, "1024",
+		 "submission queue entries per worker ring (power of two; the completion queue is 4x)"),
 	ENV_BOOL("ARCTIC_QUICKACK", quickack, "1",
 		 "ACK the upstream's data at once (0 = delayed ACKs ride on the next segment sent upstream)"),
 

@@ -383,8 +383,9 @@ static int setup_ring(struct worker *w, char *err, size_t errlen)
 	const struct topo_worker *tw = &w->sh->plan->w[w->idx];
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
-	/* CQ 4x SQ: a burst of completions never overflows into the
-	 * kernel's slow overflow list. */
+	/* CQ 4x SQ: room for the completions of several full submission
+	 * batches; a larger burst goes to the kernel's (slower) overflow
+	 * list, flushed back into the ring as the loop empties it. */
 	p.flags = IORING_SETUP_CQSIZE;
 	p.cq_entries = cfg->ring_entries * 4;
 	bool leader = true;

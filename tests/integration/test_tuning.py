@@ -91,6 +91,14 @@ def echo_ok(p, what):
     s.close()
 
 
+def test_ring_max(echo):
+    """The largest ARCTIC_RING_ENTRIES accepted (16384, a 65536-entry completion queue) runs."""
+    p = h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0),
+                      env={"ARCTIC_RING_ENTRIES": "16384", "ARCTIC_WORKERS": "1"})
+    echo_ok(p, "echo with ARCTIC_RING_ENTRIES=16384")
+    p.stop()
+
+
 def test_sqpoll(echo):
     env = {"ARCTIC_SQPOLL": "1", "ARCTIC_SQPOLL_IDLE_MS": "50"}
     pl = plan(env)
@@ -229,7 +237,9 @@ def test_bad_values():
                       ({"ARCTIC_NAPI_US": "-1"}, "ARCTIC_NAPI_US: invalid value '-1'"),
                       ({"ARCTIC_BUSY_POLL_BUDGET": "x"}, "ARCTIC_BUSY_POLL_BUDGET: invalid value 'x'"),
                       ({"ARCTIC_SQPOL": "1"}, "ARCTIC_SQPOL: unknown variable (did you mean ARCTIC_SQPOLL?)"),
-                      ({"ARCTIC_STATS_FORMAT": "xml"}, "ARCTIC_STATS_FORMAT: invalid value 'xml'")]:
+                      ({"ARCTIC_STATS_FORMAT": "xml"}, "ARCTIC_STATS_FORMAT: invalid value 'xml'"),
+                      # its completion queue (4x) would pass the kernel's 65536
+                      ({"ARCTIC_RING_ENTRIES": "32768"}, "ARCTIC_RING_ENTRIES: invalid value '32768'")]:
         rc, out, err = h.run_proxy_once(["127.0.0.1:0", "127.0.0.1:9"], env=env)
         h.check(rc == 2 and want in err and err.count("\n") == 1,
                 f"{env}: exit {rc}, stderr {err!r}; expected exit 2 and one line with {want!r}")
@@ -241,6 +251,7 @@ def test_bad_values():
 def main():
     echo = h.EchoServer(name="echo")
     test_bad_values()
+    test_ring_max(echo)
     test_socket_options(echo)
     test_sqpoll(echo)
     test_napi(echo)
