@@ -101,8 +101,13 @@ int net_parse_addr(const char *s, bool allow_port0, struct net_addr *out,
 			return -1;
 		}
 		size_t hl = (size_t)(colon - s);
-		if (hl == 0 || hl >= sizeof(host)) {
+		if (hl == 0) {
 			snprintf(why, whylen, "host missing; expected HOST:PORT");
+			return -1;
+		}
+		if (hl >= sizeof(host)) {
+			snprintf(why, whylen, "host name longer than %zu characters",
+				 sizeof(host) - 1);
 			return -1;
 		}
 		memcpy(host, s, hl);
@@ -253,16 +258,17 @@ fail:
 	return rc;
 }
 
-int net_upstream_opts(const struct config *cfg, int fd)
+int net_upstream_opts(const struct config *cfg, int fd, const char **what)
 {
-	const char *what;
-	int rc = common_opts(cfg, fd, &what);
+	int rc = common_opts(cfg, fd, what);
 	/* Delayed-ACK mode while connecting: the kernel then holds the ACK
 	 * of the upstream's SYN-ACK and sends it on the client's first bytes
 	 * (one segment less per connection); on_connect() pushes it out at
 	 * once when there are no such bytes yet. */
-	if (!rc)
+	if (!rc) {
+		*what = "TCP_QUICKACK";
 		rc = setopt(fd, IPPROTO_TCP, TCP_QUICKACK, 0);
+	}
 	return rc;
 }
 

@@ -653,11 +653,16 @@ static int make_pipe(struct worker *w, struct conn *c, int d)
 		p[0] = w->pipe_pool[2 * w->pipes_pooled];
 		p[1] = w->pipe_pool[2 * w->pipes_pooled + 1];
 	} else {
-		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1)
+		if (pipe2(p, O_NONBLOCK | O_CLOEXEC) == -1) {
+			w->pipe_err = "pipe2()";
 			return -errno;
+		}
 		if (w->cfg->pipe_size != 65536 &&
 		    fcntl(p[1], F_SETPIPE_SZ, (int)w->cfg->pipe_size) == -1) {
+			/* EPERM: past fs.pipe-max-size, or the user's pipes
+			 * past fs.pipe-user-pages-soft (without CAP_SYS_RESOURCE) */
 			int e = -errno;
+			w->pipe_err = "fcntl(F_SETPIPE_SZ, ARCTIC_PIPE_SIZE)";
 			close(p[0]);
 			close(p[1]);
 			return e;
@@ -962,11 +967,12 @@ void conn_start(struct worker *w, int cfd)
 		return;
 	}
 	c->fd[FD_UPSTREAM] = ufd;
-	int rc = net_upstream_opts(cfg, ufd);
+	const char *what = "?";
+	int rc = net_upstream_opts(cfg, ufd, &what);
 	if (rc) {
 		worker_log(w, LOG_OTHER,
-			   "setsockopt() on upstream socket failed: %s (conn %u, worker %u)",
-			   arc_errname(rc), slot_of(w, c), w->idx);
+			   "setsockopt(%s) on upstream socket failed: %s (conn %u, worker %u)",
+			   what, arc_errname(rc), slot_of(w, c), w->idx);
 		stats_add(w->stats, ST_ERR_OTHER, 1);
 		conn_close(w, c, true);
 		return;
@@ -1036,8 +1042,8 @@ static void on_connect(struct worker *w, struct conn *c, int res)
 			rc = make_pipe(w, c, U2C);
 		if (rc) {
 			worker_log(w, LOG_OTHER,
-				   "pipe2() failed: %s (conn %u, worker %u)",
-				   arc_errname(rc), slot_of(w, c), w->idx);
+				   "%s failed: %s (conn %u, worker %u)",
+				   w->pipe_err, arc_errname(rc), slot_of(w, c), w->idx);
 			stats_add(w->stats, ST_ERR_OTHER, 1);
 			conn_close(w, c, true);
 			return;

@@ -43,7 +43,7 @@ int net_listen(const struct config *cfg, const struct net_addr *addr,
 /* Applies per-connection options (NODELAY, KEEPALIVE, buffer sizes, busy
  * poll) to a new upstream socket, and delayed-ACK mode for the connect (the
  * relay decides the handshake ACK once connected). Returns 0 or -errno. */
-int net_upstream_opts(const struct config *cfg, int fd);
+int net_upstream_opts(const struct config *cfg, int fd, const char **what);
 
 /* Sets SO_LINGER {1, 0} so the next close(2) sends RST (aborts only). */
 void net_set_rst(int fd);

@@ -70,6 +70,7 @@ struct worker {
 	int *pipe_pool;
 	uint32_t pipes_pooled;
 	bool pipe_pool_used; /* taken from or given to since the last tick */
+	const char *pipe_err; /* the call that failed in make_pipe() */
 
 	/* idle timeout: LRU list through conn.idle_prev/next, head = oldest */
 	uint32_t idle_head, idle_tail;

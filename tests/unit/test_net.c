@@ -51,6 +51,13 @@ int main(void)
 	bad("fe80::1:80", true, "need brackets");
 	bad("", true, "empty address");
 	bad(":80", true, "host missing");
+	{
+		/* a host name past the resolver's limit: said so, not "missing" */
+		char longname[300];
+		memset(longname, 'a', 290);
+		memcpy(longname + 290, ":80", 4);
+		bad(longname, true, "host name longer than 255 characters");
+	}
 	bad("999.1.1.1:80", true, "cannot resolve");
 
 	struct net_addr a;
