@@ -196,10 +196,30 @@ static void conn_close(struct worker *w, struct conn *c, bool rst)
 	}
 }
 
+/* A receive, send, poll or splice failed: the connection ends with an RST
+ * both ways. A peer's doing (a reset, a broken pipe, a keepalive timeout,
+ * an unreachable host) counts as err_reset; anything else is trouble of
+ * the proxy's own: err_other, and a log line naming the errno (at most
+ * one a second). */
 static void conn_fail(struct worker *w, struct conn *c, int res)
 {
-	(void)res;
-	stats_add(w->stats, ST_ERR_RESET, 1);
+	switch (-res) {
+	case ECONNRESET:
+	case EPIPE:
+	case ETIMEDOUT:
+	case ECONNABORTED:
+	case ECONNREFUSED:
+	case EHOSTUNREACH:
+	case EHOSTDOWN:
+	case ENETUNREACH:
+	case ENETDOWN:
+		stats_add(w->stats, ST_ERR_RESET, 1);
+		break;
+	default:
+		stats_add(w->stats, ST_ERR_OTHER, 1);
+		worker_log(w, LOG_OTHER, "relaying failed: %s (conn %u, worker %u)",
+			   arc_errname(res), slot_of(w, c), w->idx);
+	}
 	conn_close(w, c, true);
 }
 
