@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "arctic/alloc.h"
@@ -42,16 +43,23 @@ void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 
 void worker_sq_room(struct worker *w, unsigned n)
 {
-	for (int tries = 0; io_uring_sq_space_left(&w->ring) < n; tries++) {
+	for (unsigned tries = 0; io_uring_sq_space_left(&w->ring) < n; tries++) {
 		/* SQ full: hand what we have to the kernel to make room. */
 		int rc = io_uring_submit(&w->ring);
-		if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR)
-			arc_log("io_uring_submit() failed: %s (worker %u)",
-				arc_errname(rc), w->idx);
+		if (rc < 0 && rc != -EINTR)
+			worker_log(w, LOG_RING,
+				   "io_uring_submit() failed: %s (worker %u, retrying)",
+				   arc_errname(rc), w->idx);
 		/* SQPOLL: the kernel thread frees entries on its own time */
 		if (w->sqpoll)
 			io_uring_sqring_wait(&w->ring);
-		ARC_BUG_ON(tries > 1000000);
+		/* the kernel short of memory (EAGAIN) or another failure that
+		 * persists: wait for it rather than spin (or give up an SQE
+		 * the caller cannot do without) */
+		if (rc < 0 && rc != -EINTR && tries >= 64) {
+			struct timespec ms = {0, 1000000};
+			nanosleep(&ms, NULL);
+		}
 	}
 }
 
