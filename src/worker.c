@@ -25,6 +25,10 @@ enum { LOG_ACCEPT = 0, LOG_RING = 3 };
  * costs one counted error per pause instead of a spinning core. */
 #define ACCEPT_ERROR_PAUSE_MS 100
 
+/* After the drain's deadline, aborted connections get this long for their
+ * last completions before the worker ends regardless. */
+#define DRAIN_GRACE_NS (5ull * 1000000000ull)
+
 void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 {
 	uint64_t now = arc_now_ns();
@@ -229,6 +233,19 @@ static void on_tick(struct worker *w)
 	    arc_now_ns() >= w->drain_deadline_ns) {
 		uint32_t n = conn_abort_all(w);
 		stats_add(w->stats, ST_DRAIN_ABORTED, n);
+		/* aborted connections end as their last operations complete
+		 * (cancelled at once); one still waiting seconds later has
+		 * lost a completion (a CQE the kernel could not queue): the
+		 * worker ends anyway, closing the ring ends its operations */
+		if (!n && arc_now_ns() >= w->drain_deadline_ns + DRAIN_GRACE_NS) {
+			worker_log(w, LOG_RING,
+				   "%u connection%s still closing %u s after the drain "
+				   "ended: leaving them to the ring's exit (worker %u)",
+				   w->nconns, w->nconns == 1 ? "" : "s",
+				   (unsigned)(DRAIN_GRACE_NS / 1000000000ull), w->idx);
+			w->state = W_DONE;
+			return;
+		}
 	}
 	arm_tick(w);
 }
