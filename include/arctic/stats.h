@@ -110,12 +110,12 @@ struct stats_winfo {
 	int slab_arena; /* jemalloc arena holding its connection slab */
 };
 
-/* One JSON object and a newline: totals plus one object per worker
- * (info may be NULL). */
 /* Bytes stats_format_json() needs at most for nworkers workers, with
  * every counter at its largest (terminating NUL included). */
 size_t stats_json_size(size_t nworkers);
 
+/* One JSON object and a newline: totals plus one object per worker
+ * (info may be NULL). */
 size_t stats_format_json(char *buf, size_t len, uint64_t t_ms,
 			 const struct stats_snap *total,
 			 const struct stats_snap *prev_total,
