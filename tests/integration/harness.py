@@ -772,6 +772,19 @@ def abort(sock):
     sock.close()
 
 
+def push(sock, secs):
+    """Send for secs seconds, as fast as the proxy takes bytes: a peer that never reads has
+    them fill its socket buffers and the proxy's buffer or pipe on the way."""
+    sock.setblocking(False)
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        try:
+            sock.send(b"u" * 65536)
+        except BlockingIOError:
+            time.sleep(0.02)
+    sock.setblocking(True)
+
+
 def recv_exact(sock, n, timeout=10.0, what="data"):
     sock.settimeout(timeout)
     buf = bytearray()

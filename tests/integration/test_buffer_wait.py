@@ -14,17 +14,6 @@ HOGS = 7  # uploads whose upstream never reads; #7 is M, whose upstream reads wh
 IDLE = 10
 
 
-def push(sock, secs):
-    """Send until the proxy stops taking bytes for a while (its buffer and the sockets fill)."""
-    sock.setblocking(False)
-    end = time.monotonic() + secs
-    while time.monotonic() < end:
-        try:
-            sock.send(b"u" * 65536)
-        except BlockingIOError:
-            time.sleep(0.02)
-    sock.setblocking(True)
-
 
 def main():
     release_m = threading.Event()
@@ -50,7 +39,7 @@ def main():
     for i in range(HOGS + 1):
         u = p.connect()
         srv.wait_accepted(i + 1)
-        push(u, 0.7)
+        h.push(u, 0.7)
         uploads.append(u)
     idle = [p.connect() for _ in range(IDLE)]
     srv.wait_accepted(HOGS + 1 + IDLE)

@@ -19,17 +19,6 @@ import harness as h
 HOGS = 8
 
 
-def push(sock, secs):
-    """Send until the proxy stops taking bytes for a while (its buffer and the sockets fill)."""
-    sock.setblocking(False)
-    end = time.monotonic() + secs
-    while time.monotonic() < end:
-        try:
-            sock.send(b"u" * 65536)
-        except BlockingIOError:
-            time.sleep(0.02)
-    sock.setblocking(True)
-
 
 def main():
     v_end = {}
@@ -68,7 +57,7 @@ def main():
         s = p.connect()
         srv.wait_accepted(2 + i)
         hogs.append(s)
-    pushers = [threading.Thread(target=push, args=(s, 0.8)) for s in hogs]
+    pushers = [threading.Thread(target=h.push, args=(s, 0.8)) for s in hogs]
     for t in pushers:
         t.start()
     for t in pushers:

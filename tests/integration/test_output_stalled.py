@@ -3,7 +3,8 @@
 test has filled to capacity (4 KiB) and never reads, the way a paused pager, a terminal
 stopped with Ctrl-S or a stalled log collector behaves.
 
-stdout full, stats every 10 ms: the proxy must keep relaying, and one SIGTERM must end it
+stdout full, stats every 10 ms (and again with stdout a terminal whose output is stopped, as
+Ctrl-S does): the proxy must keep relaying, and one SIGTERM must end it
 (exit 0) within the drain time; it says how many stats lines it dropped. A blocking write
 would hold the thread that takes the signals: the proxy would ignore SIGTERM for as long as
 nobody reads its stdout.
@@ -78,6 +79,30 @@ def stdout_full():
     h.log(f"stdout full: relayed, SIGTERM ended the proxy in {took:.2f} s")
 
 
+def terminal_stopped():
+    """stdout a terminal (a pseudo-terminal here) whose output is stopped, as Ctrl-S does."""
+    import pty
+    import termios
+    echo = h.EchoServer(name="echo")
+    master, slave = pty.openpty()
+    h.add_cleanup(lambda: [os.close(fd) for fd in (master, slave)])
+    termios.tcflow(slave, termios.TCOOFF)  # output stopped: writes queue, then block
+    argv = h.proxy_argv("127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_STATS_INTERVAL_MS": 10, "ARCTIC_STATS_FORMAT": "json"},
+                read_stdout=False, stdout=slave)
+    p.wait_ready(10)
+    s = p.connect()
+    for i in range(5):
+        time.sleep(0.2)  # 20 stats lines of about 1 KB each: the terminal's queue fills
+        h.roundtrip(s, f"terminal stopped {i}".encode(), what=f"round trip {i}, tty stopped")
+    s.close()
+    took = sigterm_ends(p, "stdout a stopped terminal")
+    err = p.stderr_text()
+    h.check("stats lines dropped: stdout was not being read" in err,
+            f"no line about the dropped stats lines: {err!r}")
+    h.log(f"stdout a stopped terminal: relayed, SIGTERM ended the proxy in {took:.2f} s")
+
+
 def stderr_full():
     _, dead = h.bound_unused_port()  # nothing listens here
     r, w = full_pipe()
@@ -110,6 +135,7 @@ def stderr_full():
 
 def main():
     stdout_full()
+    terminal_stopped()
     stderr_full()
 
 
