@@ -206,8 +206,8 @@ static int bind_listeners(struct config *cfg, int *fds, size_t n)
 /* Stats lines go to stdout without ever blocking this thread, which also
  * takes the signals (arc_out_nonblocking): a line that finds no room is
  * dropped and counted, and the rest of a line written in part goes out
- * before any later line, so a reader never sees a line cut. A closed
- * stdout is ignored (SIGPIPE is ignored too). */
+ * before any later stats line (at exit, within a second). A closed stdout
+ * is ignored (SIGPIPE is ignored too). */
 struct out_line {
 	char *rest;
 	size_t off, len, cap;
@@ -317,10 +317,15 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	pthread_cond_init(&sh.cond, NULL);
 	for (size_t i = 0; i < ARC_ARRAY_SIZE(sh.sq_fd); i++)
 		sh.sq_fd[i] = -1;
+	/* from here until the workers are joined, no write to stdout or
+	 * stderr waits for room */
+	arc_out_patience(0);
 	for (size_t i = 0; i < nw; i++) {
 		rc = worker_start(&ws[i], &sh, (unsigned)i, fds[i]);
 		if (rc) {
+			arc_out_patience(1000);
 			arc_log("starting worker %zu failed: %s", i, arc_errname(rc));
+			arc_out_restore();
 			_exit(1);
 		}
 	}
@@ -329,7 +334,9 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 		pthread_cond_wait(&sh.cond, &sh.lock);
 	pthread_mutex_unlock(&sh.lock);
 	if (sh.failed) {
+		arc_out_patience(1000);
 		arc_log("%s", sh.error);
+		arc_out_restore();
 		_exit(1);
 	}
 
@@ -377,6 +384,7 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 			continue;
 		if (shutting) {
 			arc_log("second signal (%s): exiting now", sigabbrev_np(sig));
+			arc_out_restore();
 			_exit(128 + sig);
 		}
 		shutting = sig;
@@ -390,6 +398,11 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	}
 	for (size_t i = 0; i < nw; i++)
 		worker_join(&ws[i]);
+	/* the last lines may wait a little for a slow reader */
+	arc_out_patience(1000);
+	if (out.off < out.len && arc_out_write(STDOUT_FILENO, out.rest + out.off,
+					       out.len - out.off) < (ssize_t)(out.len - out.off))
+		out.dropped++;
 	collect(ws, nw, per, NULL, &total);
 	if (total.c[ST_DRAIN_ABORTED])
 		arc_log("drain timeout after %u s: %llu connection%s remaining, aborted",
@@ -406,6 +419,7 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 		worker_free(&ws[i]);
 	status = 0;
 out_free:
+	arc_out_restore();
 	free(line);
 	free(out.rest);
 	free(fds);

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 
 void arc_bug(const char *file, int line, const char *cond)
 {
+	arc_out_patience(1000); /* the last words are worth a wait */
 	arc_log("BUG at %s:%d: %s", file, line, cond);
 	abort();
 }
@@ -46,7 +49,13 @@ void arc_log(const char *fmt, ...)
 	(void)w;
 }
 
-static bool out_sock[3];
+/* fd 1 and 2 while serving (arc_out_nonblocking) */
+static struct {
+	bool sock;      /* a socket: written with MSG_DONTWAIT */
+	int restore_fl; /* a shared description made O_NONBLOCK: its flags
+			 * before, put back by arc_out_restore(); else -1 */
+} out[3] = {{false, -1}, {false, -1}, {false, -1}};
+static _Atomic unsigned out_patience_ms;
 
 void arc_out_nonblocking(void)
 {
@@ -55,7 +64,7 @@ void arc_out_nonblocking(void)
 		if (fstat(fd, &st) == -1)
 			continue; /* closed: writes fail with EBADF */
 		if (S_ISSOCK(st.st_mode)) {
-			out_sock[fd] = true;
+			out[fd].sock = true;
 			continue;
 		}
 		if (!S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode))
@@ -63,27 +72,78 @@ void arc_out_nonblocking(void)
 		int fl = fcntl(fd, F_GETFL);
 		if (fl == -1 || (fl & O_NONBLOCK))
 			continue;
-		/* a new open file description of the same pipe or terminal;
-		 * fails (ENXIO) for a pipe nobody reads any more, whose
-		 * writes fail anyway */
+		/* a new open file description of the same pipe or terminal
+		 * (the one shared with the parent keeps its flags) */
 		char path[32];
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 		int nfd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC |
 					     (fl & O_APPEND));
-		if (nfd == -1)
-			continue;
-		if (dup2(nfd, fd) == -1)
-			arc_log("dup2(%s) failed: %s: fd %d stays blocking", path,
-				arc_errname(errno), fd);
-		close(nfd);
+		if (nfd != -1) {
+			int rc = dup2(nfd, fd);
+			close(nfd);
+			if (rc != -1)
+				continue;
+		}
+		/* not ours to reopen (a pipe or terminal of another user,
+		 * EACCES; no /proc): the shared description itself goes
+		 * O_NONBLOCK until arc_out_restore() */
+		if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0)
+			out[fd].restore_fl = fl;
+		else
+			arc_log("fcntl(%d, F_SETFL, O_NONBLOCK) failed: %s: writes to fd %d "
+				"may block", fd, arc_errname(errno), fd);
 	}
+	out_patience_ms = 1000;
+}
+
+void arc_out_patience(unsigned ms)
+{
+	out_patience_ms = ms;
+}
+
+void arc_out_restore(void)
+{
+	for (int fd = STDOUT_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (out[fd].restore_fl != -1) {
+			(void)fcntl(fd, F_SETFL, out[fd].restore_fl);
+			out[fd].restore_fl = -1;
+		}
+	}
+}
+
+static ssize_t out_write1(int fd, const void *buf, size_t len)
+{
+	if (fd >= 0 && fd < (int)ARC_ARRAY_SIZE(out) && out[fd].sock)
+		return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return write(fd, buf, len);
 }
 
 ssize_t arc_out_write(int fd, const void *buf, size_t len)
 {
-	if (fd >= 0 && fd < (int)ARC_ARRAY_SIZE(out_sock) && out_sock[fd])
-		return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-	return write(fd, buf, len);
+	unsigned patience = out_patience_ms;
+	uint64_t deadline = patience ? arc_now_ns() + patience * 1000000ull : 0;
+	size_t done = 0;
+	for (;;) {
+		ssize_t n = out_write1(fd, (const char *)buf + done, len - done);
+		if (n > 0)
+			done += (size_t)n;
+		else if (n == -1 && errno != EAGAIN && errno != EINTR)
+			return done ? (ssize_t)done : -1;
+		if (done == len || !patience)
+			break;
+		uint64_t now = arc_now_ns();
+		if (now >= deadline) {
+			out_patience_ms = 0; /* a reader that stalled: no more waits */
+			break;
+		}
+		struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+		(void)poll(&pfd, 1, (int)((deadline - now) / 1000000ull) + 1);
+	}
+	if (!done) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return (ssize_t)done;
 }
 
 uint64_t arc_now_ns(void)

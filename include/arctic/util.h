@@ -41,13 +41,21 @@ void arc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * a write to them must never block a worker or the thread that takes the
  * signals. arc_out_nonblocking() gives a pipe or a terminal on fd 1 and 2
  * an open file description of the proxy's own, opened O_NONBLOCK (the one
- * shared with the parent keeps its flags); a socket is written with
- * MSG_DONTWAIT; a regular file is left as it is. Best effort: without
- * /proc, writes stay blocking. */
+ * shared with the parent keeps its flags); one the proxy may not reopen
+ * (another user's pipe or terminal) is made O_NONBLOCK itself, until
+ * arc_out_restore(). A socket is written with MSG_DONTWAIT; a regular file
+ * is left as it is. */
 void arc_out_nonblocking(void);
+void arc_out_restore(void);
 
-/* write(2) to fd 1 or 2 as arc_out_nonblocking() arranged: -1 with errno
- * EAGAIN when it would block. */
+/* How long arc_out_write() may wait for room (poll) before it gives up on
+ * the rest: 1000 ms at start-up and shutdown, 0 while workers serve (set
+ * by the caller). */
+void arc_out_patience(unsigned ms);
+
+/* write(2) to fd 1 or 2 as arc_out_nonblocking() arranged, within the
+ * patience: the bytes written, or -1 with errno EAGAIN when none could
+ * be (or another errno). */
 ssize_t arc_out_write(int fd, const void *buf, size_t len);
 
 /* Monotonic clock in nanoseconds / milliseconds. */

@@ -15,8 +15,10 @@ line; each must still be closed and counted, and SIGTERM must end the proxy. A b
 would hold the worker, and every connection of that worker with it."""
 import fcntl
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import harness as h
 
@@ -79,6 +81,38 @@ def stdout_full():
     h.log(f"stdout full: relayed, SIGTERM ended the proxy in {took:.2f} s")
 
 
+def stdout_full_other_user():
+    """stdout a full pipe the proxy may not reopen (run as nobody, the pipe is root's): the
+    shared open file description itself is made non-blocking while the proxy serves, and
+    its flags are put back at exit."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        h.log("skipped the other-user case: needs root and setpriv")
+        return
+    if subprocess.run(nobody + [h.proxy_bin(), "--version"], capture_output=True,
+                      timeout=10).returncode != 0:
+        h.log(f"skipped the other-user case: nobody cannot run {h.proxy_bin()}")
+        return
+    echo = h.EchoServer(name="echo")
+    r, w = full_pipe()
+    argv = nobody + h.proxy_argv("127.0.0.1:0", echo.addr_str,
+                                 *h.pos(upstream_test_timeout_secs=0))
+    p = h.Proxy(argv, {"ARCTIC_STATS_INTERVAL_MS": 10, "ARCTIC_STATS_FORMAT": "json"},
+                read_stdout=False, stdout=w)
+    p.wait_ready(10)
+    s = p.connect()
+    time.sleep(0.5)
+    h.roundtrip(s, b"other user", what="round trip with stdout full (other user)")
+    h.check(not os.get_blocking(w), "the proxy (as nobody) left stdout's shared description "
+            "blocking: it cannot reopen root's pipe, so it must set O_NONBLOCK on it")
+    s.close()
+    took = sigterm_ends(p, "stdout full, other user")
+    h.check(os.get_blocking(w), "the shared description of stdout is still non-blocking "
+            "after the proxy exited: its flags must be put back")
+    h.log(f"stdout full, proxy as nobody: shared description non-blocking while serving, "
+          f"restored at exit; SIGTERM ended the proxy in {took:.2f} s")
+
+
 def terminal_stopped():
     """stdout a terminal (a pseudo-terminal here) whose output is stopped, as Ctrl-S does."""
     import pty
@@ -135,6 +169,7 @@ def stderr_full():
 
 def main():
     stdout_full()
+    stdout_full_other_user()
     terminal_stopped()
     stderr_full()
 
