@@ -50,6 +50,15 @@ void worker_sq_room(struct worker *w, unsigned n)
 	for (unsigned tries = 0; io_uring_sq_space_left(&w->ring) < n; tries++) {
 		/* SQ full: hand what we have to the kernel to make room. */
 		int rc = io_uring_submit(&w->ring);
+		if (rc == -EBUSY && w->cq_handled) {
+			/* completions wait in the kernel's overflow list and it
+			 * holds back submissions until they fit in the CQ: give
+			 * it the slots of those this reap has handled (the
+			 * current one stays until its handler returns) */
+			io_uring_cq_advance(&w->ring, w->cq_handled);
+			w->cq_handled = 0;
+			continue;
+		}
 		if (rc < 0 && rc != -EINTR)
 			worker_log(w, LOG_RING,
 				   "io_uring_submit() failed: %s (worker %u, retrying)",
@@ -312,9 +321,11 @@ static unsigned reap(struct worker *w)
 	io_uring_for_each_cqe(&w->ring, head, cqe)
 	{
 		dispatch(w, cqe);
+		w->cq_handled++;
 		n++;
 	}
-	io_uring_cq_advance(&w->ring, n);
+	io_uring_cq_advance(&w->ring, w->cq_handled);
+	w->cq_handled = 0;
 	if (w->wait_head != RELAY_NONE)
 		wake_parked(w);
 	return n;

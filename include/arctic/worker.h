@@ -71,6 +71,9 @@ struct worker {
 	uint32_t pipes_pooled;
 	bool pipe_pool_used; /* taken from or given to since the last tick */
 	const char *pipe_err; /* the call that failed in make_pipe() */
+	/* CQEs of the current reap handled and not yet marked seen (see
+	 * worker_sq_room) */
+	unsigned cq_handled;
 
 	/* idle timeout: LRU list through conn.idle_prev/next, head = oldest */
 	uint32_t idle_head, idle_tail;
