@@ -3,13 +3,13 @@
 buffer (buffer mode, every buffer held): the bytes are lost, so the upstream must see a reset,
 never a FIN that reads as a complete stream.
 
-One worker, 8 relay buffers, one per direction (ARCTIC_INFLIGHT=1), idle timeout 2 s, and
+One worker, 8 relay buffers, one per direction (ARCTIC_INFLIGHT=1), idle timeout 3 s, and
 pipes (16 KiB) too small to take a 64 KiB buffer's bytes, so the buffer pressure scan cannot
 move a stalled upload to a pipe (as when its move budget is used up) and the wait lasts. V
 connects first and stays quiet. Eight uploads follow whose upstreams never read: each holds
 a buffer behind a send that cannot complete, and the pool runs dry. V then sends 'hello': its
 recv finds no buffer and waits (parked), which does not count as activity, so V, idle since it
-connected, reaches the timeout seconds before the uploads do. V's upstream must not have
+connected, is the first the timeout closes (the oldest in the idle order). V's upstream must not have
 received a byte, and must see the end of the connection as a reset."""
 import socket
 import threading
@@ -48,7 +48,7 @@ def main():
     p = h.start_proxy("127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0),
                       env={"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer",
                            "ARCTIC_BUF_COUNT": 8, "ARCTIC_INFLIGHT": 1,
-                           "ARCTIC_PIPE_SIZE": 16384, "ARCTIC_IDLE_TIMEOUT_S": 2})
+                           "ARCTIC_PIPE_SIZE": 16384, "ARCTIC_IDLE_TIMEOUT_S": 3})
     t0 = time.monotonic()
     v = p.connect()
     srv.wait_accepted(1)
@@ -62,8 +62,8 @@ def main():
         t.start()
     for t in pushers:
         t.join()
-    h.check(time.monotonic() - t0 < 1.8, "the uploads took too long to fill the buffers: the "
-            "test needs V to send before its idle timeout")
+    h.check(time.monotonic() - t0 < 2.5, "the uploads took too long to fill the buffers: the "
+            "test needs V to send before its idle timeout (3 s)")
     v.sendall(b"hello")
     h.check(v_done.wait(10), "V's upstream connection did not end within 10 s")
     took = time.monotonic() - t0
