@@ -206,8 +206,9 @@ static int bind_listeners(struct config *cfg, int *fds, size_t n)
 /* Stats lines go to stdout without ever blocking this thread, which also
  * takes the signals (arc_out_nonblocking): a line that finds no room is
  * dropped and counted, and the rest of a line written in part goes out
- * before any later stats line (at exit, within a second). A closed stdout
- * is ignored (SIGPIPE is ignored too). */
+ * before any later stats line (at exit, within a second). A stdout closed
+ * at exec is /dev/null (arc_std_fds); one whose reader goes away is ignored
+ * (SIGPIPE is ignored too). */
 struct out_line {
 	char *rest;
 	size_t off, len, cap;
@@ -414,6 +415,10 @@ static int serve(struct config *cfg, const struct topo_plan *plan)
 	if (out.dropped)
 		arc_log("%llu stats line%s dropped: stdout was not being read",
 			(unsigned long long)out.dropped, out.dropped == 1 ? "" : "s");
+	unsigned long long lost = arc_log_dropped();
+	if (lost)
+		arc_log("%llu log line%s dropped: stderr was not being read", lost,
+			lost == 1 ? "" : "s");
 	arc_log("shutdown complete");
 	for (size_t i = 0; i < nw; i++)
 		worker_free(&ws[i]);
@@ -434,6 +439,7 @@ int main(int argc, char **argv)
 	static struct config cfg;
 	char err[600];
 
+	arc_std_fds();
 	int action = cfg_parse(&cfg, argc, argv, environ, err, sizeof(err));
 	if (action < 0) {
 		arc_log("%s", err);
@@ -467,6 +473,7 @@ int main(int argc, char **argv)
 		arc_log("%s", err);
 	else
 		rc = serve(&cfg, &plan);
+	arc_out_restore(); /* every way out of serve() */
 	topo_plan_free(&plan);
 	return rc;
 }

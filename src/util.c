@@ -18,6 +18,7 @@ void arc_bug(const char *file, int line, const char *cond)
 {
 	arc_out_patience(1000); /* the last words are worth a wait */
 	arc_log("BUG at %s:%d: %s", file, line, cond);
+	arc_out_restore();
 	abort();
 }
 
@@ -27,6 +28,13 @@ const char *arc_errname(int err)
 		err = -err;
 	const char *name = strerrorname_np(err);
 	return name ? name : "EUNKNOWN";
+}
+
+static _Atomic unsigned long long log_dropped;
+
+unsigned long long arc_log_dropped(void)
+{
+	return log_dropped;
 }
 
 void arc_log(const char *fmt, ...)
@@ -44,9 +52,24 @@ void arc_log(const char *fmt, ...)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
 	/* A failed log write must never take the proxy down, nor a stalled
-	 * stderr hold a thread: the line is dropped (arc_out_nonblocking). */
-	ssize_t w = arc_out_write(STDERR_FILENO, line, len);
-	(void)w;
+	 * stderr hold a thread: the line is dropped (arc_out_nonblocking) and
+	 * counted; so is the rest of a line cut short. */
+	if (arc_out_write(STDERR_FILENO, line, len) != (ssize_t)len)
+		log_dropped++;
+}
+
+void arc_std_fds(void)
+{
+	for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+		if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+			continue;
+		/* open() takes the lowest free descriptor: this one */
+		int nfd = open("/dev/null", O_RDWR);
+		if (nfd != -1 && nfd != fd) {
+			(void)dup2(nfd, fd);
+			close(nfd);
+		}
+	}
 }
 
 /* fd 1 and 2 while serving (arc_out_nonblocking) */

@@ -36,6 +36,15 @@ const char *arc_errname(int err);
  * is formatted first and written with a single write(2). */
 void arc_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Lines arc_log() could not write whole (stderr full or failing): shown
+ * at exit, as the stats lines dropped are. */
+unsigned long long arc_log_dropped(void);
+
+/* A descriptor 0, 1 or 2 closed at exec gets /dev/null, before anything
+ * else is opened: else the first socket or pipe would take its number, and
+ * stats or log lines written "to stdout" would land in relayed data. */
+void arc_std_fds(void);
+
 /* While serving, stdout and stderr may be a pipe, a terminal or a socket
  * that stops draining (a paused pager, Ctrl-S, a stalled log collector):
  * a write to them must never block a worker or the thread that takes the

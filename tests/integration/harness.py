@@ -364,6 +364,12 @@ def _child_setup():
         _prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+def _child_close_std():
+    _child_setup()
+    for fd in (0, 1, 2):
+        os.close(fd)
+
+
 def _parse_stats(line):
     m = STATS_RE.search(line)
     if not m:
@@ -374,7 +380,9 @@ def _parse_stats(line):
 
 class Proxy:
     def __init__(self, argv, env_extra=None, read_stdout=True, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE):
+                 stderr=subprocess.PIPE, close_std=False):
+        """close_std: the proxy starts with descriptors 0, 1 and 2 closed (no output is
+        read; see listen_port())."""
         self.argv = argv
         self.env_extra = dict(env_extra or {})
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTIC_")}
@@ -395,9 +403,14 @@ class Proxy:
         self.port = None
         self.family = None
         main_thread = threading.current_thread() is threading.main_thread()
+        if close_std:
+            stdout = stderr = None
+            child = _child_close_std
+        else:
+            child = _child_setup if main_thread else None
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-            env=env, close_fds=True, preexec_fn=_child_setup if main_thread else None)
+            argv, stdin=None if close_std else subprocess.DEVNULL, stdout=stdout,
+            stderr=stderr, env=env, close_fds=True, preexec_fn=child)
         _proxies.append(self)
         add_cleanup(self.stop)
         self._threads = []
@@ -567,6 +580,23 @@ class Proxy:
             except OSError:
                 pass
         return out
+
+    def listen_port(self, timeout=10.0):
+        """The port the proxy listens on, read from its socket inodes and /proc/net/tcp
+        (for a proxy whose 'listening on' line cannot be read)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive("while looking for its listening socket")
+            inodes = {e.split("socket:[")[1].rstrip("]") for e in self.fd_list()
+                      if "socket:[" in e}
+            with open("/proc/net/tcp") as f:
+                for row in f.readlines()[1:]:
+                    col = row.split()
+                    if col[3] == "0A" and col[9] in inodes:
+                        return int(col[1].split(":")[1], 16)
+            if time.monotonic() > deadline:
+                fail(f"the proxy has no listening socket in /proc/net/tcp after {timeout} s")
+            time.sleep(0.05)
 
     def wait_fd_count(self, target, timeout=5.0, what="fd count"):
         deadline = time.monotonic() + timeout

@@ -12,13 +12,17 @@ nobody reads its stdout.
 stderr full (its start-up lines are dropped; readiness comes from the stats on stdout), one
 worker, a dead upstream: each connection's failed upstream connect makes the worker log a
 line; each must still be closed and counted, and SIGTERM must end the proxy. A blocking write
-would hold the worker, and every connection of that worker with it."""
+would hold the worker, and every connection of that worker with it. Once stderr is read
+again, at exit, the proxy says how many log lines it dropped."""
 import fcntl
 import os
+import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import harness as h
 
@@ -38,18 +42,6 @@ def full_pipe():
     os.set_blocking(w, True)
     h.add_cleanup(lambda: [os.close(fd) for fd in (r, w)])
     return r, w
-
-
-def listen_port(p):
-    """The port the proxy listens on, from its socket inodes and /proc/net/tcp (the
-    'listening on' line went to the full stderr)."""
-    inodes = {e.split("socket:[")[1].rstrip("]") for e in p.fd_list() if "socket:[" in e}
-    with open("/proc/net/tcp") as f:
-        for row in f.readlines()[1:]:
-            col = row.split()
-            if col[3] == "0A" and col[9] in inodes:
-                return int(col[1].split(":")[1], 16)
-    h.fail("the proxy has no listening socket in /proc/net/tcp")
 
 
 def sigterm_ends(p, what):
@@ -113,6 +105,29 @@ def stdout_full_other_user():
           f"restored at exit; SIGTERM ended the proxy in {took:.2f} s")
 
 
+def other_user_failed_start():
+    """As above, but the start fails (the upstream check finds nothing listening): the
+    flags of the shared description must be put back on that way out too, or the shell
+    and every later program on that pipe or terminal would get EAGAIN."""
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        h.log("skipped the failed-start case: needs root and setpriv")
+        return
+    _, dead = h.bound_unused_port()  # nothing listens here
+    r, w = os.pipe()
+    h.add_cleanup(lambda: [os.close(fd) for fd in (r, w)])
+    argv = nobody + h.proxy_argv("127.0.0.1:0", f"127.0.0.1:{dead}",
+                                 *h.pos(upstream_test_timeout_secs=1))
+    p = h.Proxy(argv, read_stdout=False, stdout=w)
+    rc = p.wait(10)
+    h.check(rc == 1, f"failed start (as nobody): exit status {rc}, expected 1")
+    h.check("upstream check" in p.stderr_text(),
+            f"failed start: no upstream check error: {p.stderr_text()!r}")
+    h.check(os.get_blocking(w), "the shared description of stdout is non-blocking after a "
+            "failed start: its flags must be put back on every way out")
+    h.log("failed start as nobody: exit 1, stdout's shared description blocking again")
+
+
 def terminal_stopped():
     """stdout a terminal (a pseudo-terminal here) whose output is stopped, as Ctrl-S does."""
     import pty
@@ -144,7 +159,7 @@ def stderr_full():
                         *h.pos(upstream_test_timeout_secs=0))
     p = h.Proxy(argv, {"ARCTIC_WORKERS": 1, "ARCTIC_STATS_INTERVAL_MS": 100}, stderr=w)
     p.wait_stats(lambda st: True, 10, "a first stats line (stderr is full)")
-    port = listen_port(p)
+    port = p.listen_port()  # the 'listening on' line went to the full stderr
     for i in range(3):
         try:
             c = h.connect(("127.0.0.1", port))
@@ -162,14 +177,38 @@ def stderr_full():
         h.check(got == b"", f"connection {i}: got {got!r} from a dead upstream")
         c.close()
     p.wait_stats(lambda st: st.err >= 3, 5, "three failed upstream connects counted")
-    took = sigterm_ends(p, "stderr full")
+    # From here a reader drains stderr: the lines of the shutdown get through, and one of
+    # them counts the lines the full pipe cost.
+    got, done = bytearray(), threading.Event()
+
+    def drain():
+        while not done.is_set() or select.select([r], [], [], 0)[0]:
+            if select.select([r], [], [], 0.05)[0]:
+                got.extend(os.read(r, 65536))
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        took = sigterm_ends(p, "stderr full")
+    finally:
+        done.set()
+        t.join()
+    text = got.decode(errors="replace")
+    m = re.search(r"arctic-proxy: (\d+) log lines? dropped: stderr was not being read", text)
+    h.check(m is not None, f"stderr full: no count of the dropped log lines at exit; the "
+                           f"stderr read after SIGTERM ends with {text[-300:]!r}")
+    # at least the start-up lines (banner, settings, listening) and one failed connect
+    h.check(int(m.group(1)) >= 4, f"stderr full: {m.group(1)} log lines counted as dropped, "
+                                  f"expected at least 4")
+    h.check("shutdown complete" in text, "stderr full: no 'shutdown complete' once read")
     h.log(f"stderr full: three failed upstream connects (their log line dropped) were each "
-          f"closed and counted; SIGTERM ended the proxy in {took:.2f} s")
+          f"closed and counted; SIGTERM ended the proxy in {took:.2f} s; at exit it said "
+          f"{m.group(1)} log lines were dropped")
 
 
 def main():
     stdout_full()
     stdout_full_other_user()
+    other_user_failed_start()
     terminal_stopped()
     stderr_full()
 
