@@ -105,7 +105,9 @@ const struct cfg_option cfg_options[] = {
 	ENV_ENUM("ARCTIC_POLL", poll, poll_modes, "hybrid",
 		 "worker loop: sleep (wait), spin ARCTIC_POLL_SPIN_US then sleep (hybrid), spin (busy)"),
 	ENV_U32("ARCTIC_POLL_SPIN_US", poll_spin_us, 1, 1000000, "20",
-		"hybrid: spin this long after the last completion before sleeping"),
+		"hybrid: spin at least this long after the last completion before sleeping"),
+	ENV_U32("ARCTIC_POLL_SPIN_MAX_US", poll_spin_max_us, 1, 1000000, "50",
+		"hybrid: the spin doubles, up to this, while sleeps end within it"),
 	ENV_U32("ARCTIC_POLL_IDLE_US", poll_idle_us, 0, 60000000, "10000",
 		"busy loop falls back to waiting after this idle time (0 = never)"),
 

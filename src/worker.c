@@ -339,14 +339,32 @@ static void ring_error(struct worker *w, const char *call, int rc)
 	stats_add(w->stats, ST_ERR_OTHER, 1);
 }
 
+/* Hybrid's spin adapts as a hypervisor's halt polling does: a sleep that
+ * ended within spin_max (work came soon after the spin gave up) doubles
+ * the spin, up to spin_max; a longer sleep (traffic paused) puts it back
+ * to spin_min. So an exchange whose answers take a little longer than
+ * spin_min to come (a slow vCPU wake on the other side) is still spun
+ * across, and a quiet proxy spins only spin_min after each burst. */
+static uint64_t adapt_spin(uint64_t spin, uint64_t slept, uint64_t spin_min,
+			   uint64_t spin_max)
+{
+	if (slept > spin_max)
+		return spin_min;
+	return spin * 2 < spin_max ? spin * 2 : spin_max;
+}
+
 static void run(struct worker *w)
 {
 	/* hybrid is a busy loop with a short idle limit: it spins across the
 	 * gaps of a request/response exchange (a sleeping vCPU costs tens of
 	 * microseconds to wake) and sleeps as soon as traffic pauses. */
 	bool busy = w->cfg->poll != CFG_POLL_WAIT;
-	uint64_t idle_ns = (uint64_t)(w->cfg->poll == CFG_POLL_HYBRID ? w->cfg->poll_spin_us
-								       : w->cfg->poll_idle_us) * 1000ull;
+	bool hybrid = w->cfg->poll == CFG_POLL_HYBRID;
+	uint64_t spin_min = (uint64_t)w->cfg->poll_spin_us * 1000ull;
+	uint64_t spin_max = (uint64_t)w->cfg->poll_spin_max_us * 1000ull;
+	if (spin_max < spin_min)
+		spin_max = spin_min; /* a max below the min: a fixed spin */
+	uint64_t idle_ns = hybrid ? spin_min : (uint64_t)w->cfg->poll_idle_us * 1000ull;
 	uint64_t last_work = arc_now_ns();
 	while (w->state != W_DONE) {
 		if (busy) {
@@ -360,10 +378,15 @@ static void run(struct worker *w)
 				last_work = arc_now_ns();
 			} else {
 				stats_add(w->stats, ST_BUSY_SPINS, 1);
-				if (idle_ns && arc_now_ns() - last_work >= idle_ns) {
+				uint64_t now = arc_now_ns();
+				if (idle_ns && now - last_work >= idle_ns) {
 					stats_add(w->stats, ST_IDLE_FALLBACKS, 1);
 					rc = io_uring_submit_and_wait(&w->ring, 1);
 					ring_error(w, "io_uring_submit_and_wait()", rc);
+					uint64_t woke = arc_now_ns();
+					if (hybrid)
+						idle_ns = adapt_spin(idle_ns, woke - now,
+								     spin_min, spin_max);
 					reap(w);
 					last_work = arc_now_ns();
 				}

@@ -75,6 +75,7 @@ struct config {
 	uint32_t poll; /* enum cfg_poll */
 	uint32_t poll_idle_us;
 	uint32_t poll_spin_us;
+	uint32_t poll_spin_max_us;
 
 	/* stats */
 	uint32_t stats_format; /* enum cfg_stats_format */

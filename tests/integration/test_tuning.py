@@ -231,6 +231,47 @@ def test_busy_loop(echo):
     h.log(f"hybrid default: {tot['busy_spins']} spins, {hyb:.3f} CPU idle")
 
 
+def paced_exchanges(p, secs, gap):
+    """One connection, a small echo every `gap` seconds for `secs`: (exchanges, idle
+    fallbacks the proxy counted meanwhile)."""
+    s = p.connect()
+    h.roundtrip(s, b"warm", what="paced echo warm-up")
+    h.time.sleep(0.5)  # a stats line after the warm-up
+    before = last_totals(p)["idle_fallbacks"]
+    n, end = 0, h.time.monotonic() + secs
+    while h.time.monotonic() < end:
+        h.roundtrip(s, b"x" * 64, what=f"paced echo {n}")
+        n += 1
+        h.time.sleep(gap)
+    s.close()
+    h.time.sleep(0.5)
+    return n, last_totals(p)["idle_fallbacks"] - before
+
+
+def test_hybrid_adapts(echo):
+    """hybrid's spin grows while sleeps end within ARCTIC_POLL_SPIN_MAX_US: a client
+    pausing 2 ms between requests is soon spun across (next to no sleeps, so no wake-up
+    per request), where a fixed 20 µs spin sleeps in every pause; once traffic stops, the
+    worker sleeps again."""
+    env = {"ARCTIC_POLL": "hybrid", "ARCTIC_WORKERS": "1", "ARCTIC_POLL_SPIN_US": "20"}
+    p = start_json(echo, dict(env, ARCTIC_POLL_SPIN_MAX_US="20"))
+    n_fixed, fb_fixed = paced_exchanges(p, 1.0, 0.002)
+    p.stop()
+    h.check(fb_fixed >= n_fixed // 2, f"fixed 20 µs spin: {fb_fixed} sleeps in {n_fixed} "
+            f"exchanges 2 ms apart, expected about one per exchange")
+    p = start_json(echo, dict(env, ARCTIC_POLL_SPIN_MAX_US="20000"))
+    n_ad, fb_ad = paced_exchanges(p, 1.0, 0.002)
+    h.check(fb_ad <= n_ad // 4, f"adaptive spin (max 20 ms): {fb_ad} sleeps in {n_ad} "
+            f"exchanges 2 ms apart, expected the spin to grow past the pauses")
+    h.time.sleep(0.5)
+    quiet = cpu_share(p)
+    h.check(quiet < 0.1, f"adaptive spin: the quiet proxy still used {quiet:.2f} CPU")
+    p.stop()
+    h.log(f"hybrid spin, exchanges 2 ms apart: fixed 20 µs slept {fb_fixed} times in "
+          f"{n_fixed}, adaptive (max 20 ms) {fb_ad} in {n_ad}; quiet afterwards: "
+          f"{quiet:.3f} CPU")
+
+
 def test_bad_values():
     for env, want in [({"ARCTIC_POLL": "spin"}, "ARCTIC_POLL: invalid value 'spin' (expected wait or hybrid or busy)"),
                       ({"ARCTIC_SQPOLL_IDLE_MS": "999999"}, "ARCTIC_SQPOLL_IDLE_MS: invalid value '999999'"),
@@ -256,6 +297,7 @@ def main():
     test_sqpoll(echo)
     test_napi(echo)
     test_busy_loop(echo)
+    test_hybrid_adapts(echo)
 
 
 h.run(main)
