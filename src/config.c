@@ -103,7 +103,7 @@ const struct cfg_option cfg_options[] = {
 	ENV_U32("ARCTIC_NAPI_US", napi_us, 0, 1000000, "0",
 		"io_uring NAPI busy-poll microseconds (kernel 6.9+, 0 = off)"),
 	ENV_ENUM("ARCTIC_POLL", poll, poll_modes, "hybrid",
-		 "worker loop: sleep (wait), spin ARCTIC_POLL_SPIN_US then sleep (hybrid), spin (busy)"),
+		 "worker loop: sleep (wait), spin a while (ARCTIC_POLL_SPIN_US to _MAX_US) then sleep (hybrid), spin (busy)"),
 	ENV_U32("ARCTIC_POLL_SPIN_US", poll_spin_us, 1, 1000000, "20",
 		"hybrid: spin at least this long after the last completion before sleeping"),
 	ENV_U32("ARCTIC_POLL_SPIN_MAX_US", poll_spin_max_us, 1, 1000000, "50",
