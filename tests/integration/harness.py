@@ -364,6 +364,19 @@ def _child_setup():
         _prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+def as_nobody():
+    """(argv prefix that runs a command as user nobody, None) or (None, why it cannot):
+    needs root, setpriv, and a proxy binary that nobody may run."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return None, "needs root and setpriv to run the proxy as an unprivileged user"
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r = subprocess.run(prefix + [proxy_bin(), "--version"], capture_output=True, timeout=10)
+    if r.returncode != 0:
+        return None, (f"user nobody cannot run {proxy_bin()} (a directory on its path is "
+                      f"closed to others?): {r.stderr.decode(errors='replace').strip()[:200]}")
+    return prefix, None
+
+
 def _child_close_std():
     _child_setup()
     for fd in (0, 1, 2):

@@ -18,10 +18,8 @@ import fcntl
 import os
 import re
 import select
-import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 import harness as h
@@ -77,13 +75,9 @@ def stdout_full_other_user():
     """stdout a full pipe the proxy may not reopen (run as nobody, the pipe is root's): the
     shared open file description itself is made non-blocking while the proxy serves, and
     its flags are put back at exit."""
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        h.log("skipped the other-user case: needs root and setpriv")
-        return
-    if subprocess.run(nobody + [h.proxy_bin(), "--version"], capture_output=True,
-                      timeout=10).returncode != 0:
-        h.log(f"skipped the other-user case: nobody cannot run {h.proxy_bin()}")
+    nobody, why = h.as_nobody()
+    if nobody is None:
+        h.log(f"skipped the other-user case: {why}")
         return
     echo = h.EchoServer(name="echo")
     r, w = full_pipe()
@@ -109,9 +103,9 @@ def other_user_failed_start():
     """As above, but the start fails (the upstream check finds nothing listening): the
     flags of the shared description must be put back on that way out too, or the shell
     and every later program on that pipe or terminal would get EAGAIN."""
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        h.log("skipped the failed-start case: needs root and setpriv")
+    nobody, why = h.as_nobody()
+    if nobody is None:
+        h.log(f"skipped the failed-start case: {why}")
         return
     _, dead = h.bound_unused_port()  # nothing listens here
     r, w = os.pipe()

@@ -5,28 +5,21 @@ pages); past fs.pipe-user-pages-soft (16384 pages by default: 64 such pipes per 
 kernel refuses F_SETPIPE_SZ with EPERM. The connections that found no pipe must be closed and
 counted, the log must name the call that failed (not pipe2(), which succeeded), and the
 proxy must keep serving: an echo through a connection opened before still works."""
-import os
-import shutil
-import subprocess
 import harness as h
 
 CONNS = 48
 
 
 def main():
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        h.skip("needs root and setpriv to run the proxy as an unprivileged user")
     with open("/proc/sys/fs/pipe-user-pages-soft") as f:
         soft = int(f.read())
     if soft == 0 or soft > CONNS * 2 * 256 - 256 * 8:
         h.skip(f"fs.pipe-user-pages-soft is {soft}: {CONNS} connections stay under it")
-    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    r = subprocess.run(nobody + [h.proxy_bin(), "--version"], capture_output=True, timeout=10)
-    if r.returncode != 0:
-        h.skip(f"user nobody cannot run {h.proxy_bin()} (a directory on its path is closed "
-               f"to others?): {r.stderr.decode(errors='replace').strip()[:200]}")
+    nobody, why = h.as_nobody()
+    if nobody is None:
+        h.skip(why)
     echo = h.EchoServer(name="echo")
-    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + h.proxy_argv(
+    argv = nobody + h.proxy_argv(
         "127.0.0.1:0", echo.addr_str, *h.pos(upstream_test_timeout_secs=0))
     p = h.Proxy(argv, {"ARCTIC_IO_MODE": "splice", "ARCTIC_PIPE_TRIAL": 0,
                        "ARCTIC_PIPE_SIZE": 1048576, "ARCTIC_WORKERS": 1})
