@@ -3,7 +3,7 @@
 buffer (buffer mode, every buffer held): the bytes are lost, so the upstream must see a reset,
 never a FIN that reads as a complete stream.
 
-One worker, 8 relay buffers, one per direction (ARCTIC_INFLIGHT=1), idle timeout 3 s, and
+One worker, 8 relay buffers, one per direction (ARCTIC_INFLIGHT=1), idle timeout 5 s, and
 pipes (16 KiB) too small to take a 64 KiB buffer's bytes, so the buffer pressure scan cannot
 move a stalled upload to a pipe (as when its move budget is used up) and the wait lasts. V
 connects first and stays quiet. Eight uploads follow whose upstreams never read: each holds
@@ -17,6 +17,7 @@ import time
 import harness as h
 
 HOGS = 8
+IDLE_S = 5  # set-up takes ~1 s; the rest is slack for a loaded machine
 
 
 
@@ -48,7 +49,7 @@ def main():
     p = h.start_proxy("127.0.0.1:0", srv.addr_str, *h.pos(upstream_test_timeout_secs=0),
                       env={"ARCTIC_WORKERS": 1, "ARCTIC_IO_MODE": "buffer",
                            "ARCTIC_BUF_COUNT": 8, "ARCTIC_INFLIGHT": 1,
-                           "ARCTIC_PIPE_SIZE": 16384, "ARCTIC_IDLE_TIMEOUT_S": 3})
+                           "ARCTIC_PIPE_SIZE": 16384, "ARCTIC_IDLE_TIMEOUT_S": IDLE_S})
     t0 = time.monotonic()
     v = p.connect()
     srv.wait_accepted(1)
@@ -62,8 +63,10 @@ def main():
         t.start()
     for t in pushers:
         t.join()
-    h.check(time.monotonic() - t0 < 2.5, "the uploads took too long to fill the buffers: the "
-            "test needs V to send before its idle timeout (3 s)")
+    setup = time.monotonic() - t0
+    if setup >= IDLE_S - 0.5:
+        h.skip(f"the uploads took {setup:.1f} s to fill the buffers (a loaded machine): the "
+               f"test needs V to send well before its idle timeout ({IDLE_S} s)")
     v.sendall(b"hello")
     h.check(v_done.wait(10), "V's upstream connection did not end within 10 s")
     took = time.monotonic() - t0
