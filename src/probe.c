@@ -61,11 +61,14 @@ const struct probe *probe_get(void)
 		reg.ring_addr = (unsigned long)mem;
 		reg.ring_entries = 8;
 		reg.bgid = 7;
-		if (io_uring_register_buf_ring(&ring, &reg, 0) == 0) {
+		P.buf_ring_err = io_uring_register_buf_ring(&ring, &reg, 0);
+		if (P.buf_ring_err == 0) {
 			P.buf_ring = true;
 			io_uring_unregister_buf_ring(&ring, 7);
 		}
 		munmap(mem, sz);
+	} else {
+		P.buf_ring_err = -errno;
 	}
 	/* NAPI: registering with a zero timeout is harmless; EINVAL from
 	 * an older kernel means the opcode is unknown. */
@@ -103,7 +106,11 @@ void probe_print(FILE *f)
 		return;
 	}
 	fprintf(f, "io_uring: yes\n");
-	fprintf(f, "  provided buffer rings: %s\n", p->buf_ring ? "yes" : "no");
+	if (p->buf_ring || p->buf_ring_err == -EINVAL)
+		fprintf(f, "  provided buffer rings: %s\n", p->buf_ring ? "yes" : "no");
+	else
+		fprintf(f, "  provided buffer rings: no (%s)\n",
+			arc_errname(p->buf_ring_err));
 	fprintf(f, "  SINGLE_ISSUER|DEFER_TASKRUN: %s\n", p->defer_taskrun ? "yes" : "no");
 	fprintf(f, "  SQPOLL: %s\n", probe_sqpoll() ? "yes" : "no");
 	fprintf(f, "  NAPI busy poll: %s\n", p->napi ? "yes" : "no");
@@ -122,10 +129,20 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	if (cfg->io_mode != CFG_IO_SPLICE && !p->buf_ring) {
-		snprintf(err, errlen,
-			 "ARCTIC_IO_MODE: invalid value '%s' (this kernel lacks "
-			 "provided-buffer rings, 5.19+; use ARCTIC_IO_MODE=splice)",
-			 cfg->io_mode == CFG_IO_AUTO ? "auto" : "buffer");
+		const char *mode = cfg->io_mode == CFG_IO_AUTO ? "auto" : "buffer";
+		/* EINVAL: the kernel does not know the registration; anything
+		 * else is a refusal (seccomp, an LSM) or a shortage to name */
+		if (p->buf_ring_err == -EINVAL)
+			snprintf(err, errlen,
+				 "ARCTIC_IO_MODE: invalid value '%s' (this kernel lacks "
+				 "provided-buffer rings, 5.19+; use ARCTIC_IO_MODE=splice)",
+				 mode);
+		else
+			snprintf(err, errlen,
+				 "ARCTIC_IO_MODE: invalid value '%s' (registering a "
+				 "provided-buffer ring failed: %s; refused by seccomp "
+				 "or an LSM? ARCTIC_IO_MODE=splice does without)",
+				 mode, arc_errname(p->buf_ring_err));
 		return -1;
 	}
 	/* SQPOLL is not probed here: a test ring's SQ thread would linger

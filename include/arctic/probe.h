@@ -17,6 +17,7 @@ struct probe {
 	int io_uring_err;     /* -errno when it does not */
 	bool defer_taskrun;   /* IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN (6.1) */
 	bool buf_ring;        /* IORING_REGISTER_PBUF_RING (5.19) */
+	int buf_ring_err;     /* -errno when it does not (-EINVAL: unknown) */
 	bool napi;            /* IORING_REGISTER_NAPI (6.9) */
 	bool op_socket;       /* IORING_OP_SOCKET (5.19) */
 	bool op_send_zc;      /* IORING_OP_SEND_ZC (6.0) */

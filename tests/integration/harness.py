@@ -377,6 +377,57 @@ def as_nobody():
     return prefix, None
 
 
+# Syscall numbers for syscall_faults(), per machine (the filter checks the architecture).
+_SECCOMP = {
+    "x86_64": (0xC000003E, {"setsockopt": 54, "splice": 275, "io_uring_setup": 425,
+                            "io_uring_register": 427}),
+    "aarch64": (0xC00000B7, {"setsockopt": 208, "splice": 76, "io_uring_setup": 425,
+                             "io_uring_register": 427}),
+}
+
+
+def syscall_faults(rules):
+    """A seccomp filter that makes the kernel fail some calls of the proxy, for error paths
+    no real peer can reach: rules are (syscall name, {argument index: value}, errno name),
+    e.g. ("setsockopt", {1: IPPROTO_TCP, 2: TCP_QUICKACK}, "EPERM"); a call matching every
+    given argument (their low 32 bits) fails with that errno, every other call runs. Returns
+    (a preexec function for Proxy(preexec=...), None) or (None, why this machine cannot)."""
+    if _prctl is None or os.uname().machine not in _SECCOMP:
+        return None, f"no seccomp filter for this machine ({os.uname().machine})"
+    arch, nrs = _SECCOMP[os.uname().machine]
+    LD, JEQ, RET = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    ALLOW, ERRNO = 0x7FFF0000, 0x00050000
+    body = []
+    for name, args, err in rules:
+        block = [(LD, 0, 0, 0), (JEQ, 0, None, nrs[name])]  # seccomp_data.nr
+        for i, v in sorted(args.items()):
+            block += [(LD, 0, 0, 16 + 8 * i), (JEQ, 0, None, v)]  # args[i], low half
+        block.append((RET, 0, 0, ERRNO | getattr(errno, err)))
+        # a mismatch jumps to the next rule
+        body += [(c, jt, len(block) - j - 1 if jf is None else jf, k)
+                 for j, (c, jt, jf, k) in enumerate(block)]
+    prog = [(LD, 0, 0, 4), (JEQ, 0, len(body), arch)] + body + [(RET, 0, 0, ALLOW)]
+    filt = (ctypes.c_uint8 * (8 * len(prog)))()
+    for n, ins in enumerate(prog):
+        struct.pack_into("<HBBI", filt, 8 * n, *ins)
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = Fprog(len(prog), ctypes.addressof(filt))
+    keep = (filt, fprog)  # alive until the child has installed them
+
+    def preexec():
+        _child_setup()
+        ul = ctypes.c_ulong
+        # PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with SECCOMP_MODE_FILTER
+        if (_prctl(38, ul(1), ul(0), ul(0), ul(0)) != 0 or
+                _prctl(22, ul(2), ul(ctypes.addressof(keep[1])), ul(0), ul(0)) != 0):
+            os._exit(126)
+
+    return preexec, None
+
+
 def _child_close_std():
     _child_setup()
     for fd in (0, 1, 2):
@@ -393,9 +444,10 @@ def _parse_stats(line):
 
 class Proxy:
     def __init__(self, argv, env_extra=None, read_stdout=True, stdout=subprocess.PIPE,
-                 stderr=subprocess.PIPE, close_std=False):
+                 stderr=subprocess.PIPE, close_std=False, preexec=None):
         """close_std: the proxy starts with descriptors 0, 1 and 2 closed (no output is
-        read; see listen_port())."""
+        read; see listen_port()). preexec: runs in the child before exec (it must also do
+        what _child_setup does; see syscall_faults())."""
         self.argv = argv
         self.env_extra = dict(env_extra or {})
         env = {k: v for k, v in os.environ.items() if not k.startswith("ARCTIC_")}
@@ -419,6 +471,8 @@ class Proxy:
         if close_std:
             stdout = stderr = None
             child = _child_close_std
+        elif preexec is not None:
+            child = preexec
         else:
             child = _child_setup if main_thread else None
         self.proc = subprocess.Popen(
@@ -711,15 +765,15 @@ def start_proxy(listen, upstream, *positional, env=None, ready=True, ready_timeo
     return p
 
 
-def run_proxy_once(args, env=None, timeout=10.0):
-    """Run the binary with args, expecting it to exit by itself.
+def run_proxy_once(args, env=None, timeout=10.0, preexec=None):
+    """Run the binary with args, expecting it to exit by itself (preexec: as for Proxy).
     Returns (exit status, stdout text, stderr text). Fails the test if it keeps running."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("ARCTIC_")}
     e.update({k: str(v) for k, v in (env or {}).items()})
     args = [str(a) for a in args]
     p = subprocess.Popen([proxy_bin()] + args, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
-                         preexec_fn=_child_setup)
+                         preexec_fn=preexec or _child_setup)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
