@@ -225,6 +225,28 @@ static void pipe_pool_release(struct worker *w)
 	w->pipes_pooled = 0;
 }
 
+/* A drain past its deadline aborts the connections left. They end as
+ * their last operations complete (cancelled at once); one still waiting
+ * seconds later has lost a completion (a CQE the kernel could not queue,
+ * or a ring that fails): the worker ends anyway, and closing the ring
+ * ends its operations. */
+static void drain_deadline(struct worker *w)
+{
+	if (w->state != W_DRAINING || !w->nconns ||
+	    arc_now_ns() < w->drain_deadline_ns)
+		return;
+	uint32_t n = conn_abort_all(w);
+	stats_add(w->stats, ST_DRAIN_ABORTED, n);
+	if (!n && arc_now_ns() >= w->drain_deadline_ns + DRAIN_GRACE_NS) {
+		worker_log(w, LOG_RING,
+			   "%u connection%s still closing %u s after the drain "
+			   "ended: leaving them to the ring's exit (worker %u)",
+			   w->nconns, w->nconns == 1 ? "" : "s",
+			   (unsigned)(DRAIN_GRACE_NS / 1000000000ull), w->idx);
+		w->state = W_DONE;
+	}
+}
+
 static void on_tick(struct worker *w)
 {
 	w->tick_armed = false;
@@ -238,24 +260,7 @@ static void on_tick(struct worker *w)
 		conn_evict_scan(w);
 	if (w->stream_pipes)
 		conn_quiet_scan(w);
-	if (w->state == W_DRAINING && w->nconns &&
-	    arc_now_ns() >= w->drain_deadline_ns) {
-		uint32_t n = conn_abort_all(w);
-		stats_add(w->stats, ST_DRAIN_ABORTED, n);
-		/* aborted connections end as their last operations complete
-		 * (cancelled at once); one still waiting seconds later has
-		 * lost a completion (a CQE the kernel could not queue): the
-		 * worker ends anyway, closing the ring ends its operations */
-		if (!n && arc_now_ns() >= w->drain_deadline_ns + DRAIN_GRACE_NS) {
-			worker_log(w, LOG_RING,
-				   "%u connection%s still closing %u s after the drain "
-				   "ended: leaving them to the ring's exit (worker %u)",
-				   w->nconns, w->nconns == 1 ? "" : "s",
-				   (unsigned)(DRAIN_GRACE_NS / 1000000000ull), w->idx);
-			w->state = W_DONE;
-			return;
-		}
-	}
+	drain_deadline(w);
 	arm_tick(w);
 }
 
@@ -339,6 +344,24 @@ static void ring_error(struct worker *w, const char *call, int rc)
 	stats_add(w->stats, ST_ERR_OTHER, 1);
 }
 
+/* A wait for completions failed and nothing had completed: the kernel
+ * short of memory (ENOMEM, EAGAIN), or a ring refused from now on (a
+ * seccomp or LSM policy). Retrying at once would spin the core, so the
+ * loop pauses 1 ms; and since the ring may deliver nothing more, what its
+ * completions would have done is done here: a drain request (the
+ * eventfd's read never completes) starts the drain, and a drain past its
+ * deadline ends as the tick would end it. */
+static void ring_stalled(struct worker *w, int rc, unsigned reaped)
+{
+	if (rc >= 0 || rc == -EINTR || rc == -ETIME || reaped)
+		return;
+	struct timespec ms = {0, 1000000};
+	nanosleep(&ms, NULL);
+	if (atomic_load_explicit(&w->drain_req, memory_order_relaxed))
+		begin_drain(w);
+	drain_deadline(w);
+}
+
 /* Hybrid's spin adapts as a hypervisor's halt polling does: a sleep that
  * ended within spin_max (work came soon after the spin gave up) doubles
  * the spin, up to spin_max; a longer sleep (traffic paused) puts it back
@@ -387,14 +410,14 @@ static void run(struct worker *w)
 					if (hybrid)
 						idle_ns = adapt_spin(idle_ns, woke - now,
 								     spin_min, spin_max);
-					reap(w);
+					ring_stalled(w, rc, reap(w));
 					last_work = arc_now_ns();
 				}
 			}
 		} else {
 			int rc = io_uring_submit_and_wait(&w->ring, 1);
 			ring_error(w, "io_uring_submit_and_wait()", rc);
-			reap(w);
+			ring_stalled(w, rc, reap(w));
 		}
 		stats_add(w->stats, ST_LOOPS, 1);
 		if (!w->tick_armed)
@@ -677,6 +700,7 @@ int worker_start(struct worker *w, struct shared *sh, unsigned idx,
 void worker_wake(struct worker *w)
 {
 	uint64_t one = 1;
+	atomic_store_explicit(&w->drain_req, true, memory_order_relaxed);
 	ssize_t n = write(w->wake_fd, &one, sizeof(one));
 	(void)n; /* eventfd write of 1 cannot fail short of overflow */
 }

@@ -47,7 +47,7 @@ static void BM_BufRecycle(benchmark::State &state)
 		return;
 	}
 	static struct worker w; // large: keep it off the stack
-	std::memset(&w, 0, sizeof(w));
+	std::memset(static_cast<void *>(&w), 0, sizeof(w)); // plain data but for an atomic flag
 	w.buf_count = 256;
 	w.buf_size = 4096;
 	w.br = (struct io_uring_buf_ring *)mmap(nullptr, w.buf_count * sizeof(struct io_uring_buf),
@@ -114,7 +114,7 @@ static void BM_SlotAllocFree(benchmark::State &state)
 	static struct worker w;
 	static struct config cfg;
 	cfg_defaults(&cfg);
-	std::memset(&w, 0, sizeof(w));
+	std::memset(static_cast<void *>(&w), 0, sizeof(w)); // plain data but for an atomic flag
 	w.cfg = &cfg;
 	w.cap = 4096;
 	w.conns = (struct conn *)mem_alloc(mem_arena(0), w.cap * sizeof(struct conn), 64);

@@ -82,6 +82,9 @@ struct worker {
 	int listen_fd;
 	int wake_fd;
 	uint64_t wake_val;
+	/* set with the eventfd write: read only when the ring has failed
+	 * (ring_stalled), the eventfd's completion then never coming */
+	ARC_ATOMIC(bool) drain_req;
 	bool accept_armed, accept_paused, tick_armed, sqpoll;
 	enum worker_state state;
 	uint64_t drain_deadline_ns;

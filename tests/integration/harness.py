@@ -380,9 +380,9 @@ def as_nobody():
 # Syscall numbers for syscall_faults(), per machine (the filter checks the architecture).
 _SECCOMP = {
     "x86_64": (0xC000003E, {"setsockopt": 54, "splice": 275, "io_uring_setup": 425,
-                            "io_uring_register": 427}),
+                            "io_uring_enter": 426, "io_uring_register": 427}),
     "aarch64": (0xC00000B7, {"setsockopt": 208, "splice": 76, "io_uring_setup": 425,
-                             "io_uring_register": 427}),
+                             "io_uring_enter": 426, "io_uring_register": 427}),
 }
 
 

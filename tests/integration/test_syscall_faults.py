@@ -13,7 +13,11 @@ the proxy is the real binary), must be counted, named and contained:
 - io_uring refused (as a container's seccomp profile may): io_uring_setup() failing stops
   the start with exit 2 and a line that names the call and the errno; io_uring_register()
   failing (no provided-buffer ring) names the errno, not a kernel too old, and points to
-  ARCTIC_IO_MODE=splice, which then starts and relays under the same filter."""
+  ARCTIC_IO_MODE=splice, which then starts and relays under the same filter.
+- Every wait for completions fails (io_uring_enter with min_complete 1, ENOMEM), after a
+  start whose own submissions went through: the worker must not spin (it pauses between
+  tries), the failures are counted and logged once a second, and SIGTERM still ends the
+  proxy with exit 0 (the drain request cannot arrive through the ring)."""
 import json
 import socket
 import time
@@ -157,10 +161,32 @@ def io_uring_refused():
     h.log(f"io_uring_register refused: {err!r}; splice mode relayed")
 
 
+def ring_wait_refused():
+    echo = h.EchoServer(name="echo")
+    p = start(echo, [("io_uring_enter", {2: 1}, "ENOMEM")], {"ARCTIC_POLL": "wait"})
+    cpu0, t0 = h.cpu_seconds(p.pid), time.monotonic()
+    time.sleep(2)
+    cpu = h.cpu_seconds(p.pid) - cpu0
+    took = time.monotonic() - t0
+    h.check(cpu < 0.5, f"the proxy used {cpu:.2f} s of CPU in {took:.1f} s with its ring "
+            "failing: a spin")
+    lines = [l for l in p.stderr_lines if "io_uring_submit_and_wait() failed: ENOMEM" in l]
+    h.check(lines and len(lines) <= 2 + took, f"{len(lines)} log lines for the failing "
+            f"wait in {took:.1f} s (one a second expected)")
+    tot = wait_total(p, lambda t: t["err_other"] > 0, 5, "the failures counted")
+    p.signal(15)
+    rc = p.wait(10)
+    h.check(rc == 0, f"exit code {rc} after SIGTERM with the ring failing")
+    h.check(p.wait_stderr("shutdown complete", 5), "no 'shutdown complete' line")
+    h.log(f"ring failing: {cpu:.2f} s CPU in {took:.1f} s, {len(lines)} log line(s), "
+          f"err_other {tot['err_other']}, exit {rc} on SIGTERM")
+
+
 def main():
     upstream_sockopt()
     splice_fails()
     io_uring_refused()
+    ring_wait_refused()
 
 
 h.run(main)
