@@ -970,10 +970,10 @@ void conn_start(struct worker *w, int cfd)
 	c->fd[FD_CLIENT] = cfd;
 	c->state = CONN_CONNECTING;
 
-	/* Non-blocking in every mode: inline splice(2) must not block, and
-	 * a send that io_uring hands to an io-wq thread (it does after a
-	 * spurious wake-up) must re-arm a poll instead of parking the thread
-	 * in a blocking send. */
+	/* Non-blocking in every mode: the inline splice(2), recv(2) and
+	 * ioctl calls must not block. (io_uring's own recv and send ignore
+	 * O_NONBLOCK: they wait for readiness, or on an io-wq thread, and
+	 * stay cancellable either way.) */
 	int type = SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK;
 	int ufd = socket(cfg->upstream.ss.ss_family, type, 0);
 	if (ufd == -1) {

@@ -85,9 +85,13 @@ struct stats_snap {
 void stats_read(const struct worker_stats *s, struct stats_snap *out);
 void stats_sum(struct stats_snap *acc, const struct stats_snap *s);
 
+/* The counters are read one by one while workers run: a connection that
+ * opens and closes between the two reads can make closed pass accepted,
+ * so a negative difference is 0, not 2^64 - 1. */
 static inline uint64_t stats_active(const struct stats_snap *s)
 {
-	return s->c[ST_ACCEPTED] - s->c[ST_CLOSED];
+	uint64_t a = s->c[ST_ACCEPTED], c = s->c[ST_CLOSED];
+	return a > c ? a - c : 0;
 }
 
 static inline uint64_t stats_errors(const struct stats_snap *s)

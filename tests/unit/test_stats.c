@@ -88,5 +88,15 @@ int main(void)
 	stats_read(&ws, &s);
 	CHECK(s.c[ST_LOOPS] == 7, "stats_add");
 	CHECK(sizeof(struct worker_stats) % 64 == 0, "cache lines");
+
+	/* counters read while a connection opened and closed between the
+	 * reads of accepted and closed: no wrap to 2^64 - 1 */
+	struct stats_snap race = {{0}}, none = {{0}};
+	race.c[ST_ACCEPTED] = 41;
+	race.c[ST_CLOSED] = 42;
+	CHECK(stats_active(&race) == 0, "active %llu with closed > accepted",
+	      (unsigned long long)stats_active(&race));
+	stats_format_text(buf, sizeof(buf), &race, &none, 1000000000ull);
+	CHECK(strstr(buf, "      0 active") != NULL, "line with closed > accepted: %s", buf);
 	CHECK_DONE();
 }
