@@ -57,6 +57,8 @@ const struct cfg_option cfg_options[] = {
 		"close a connection idle both ways this long (0 = never)"),
 	ENV_U32("ARCTIC_DEFER_ACCEPT", defer_accept_s, 0, 3600, "0",
 		"TCP_DEFER_ACCEPT seconds (0 = off; delays server-speaks-first protocols)"),
+	ENV_BOOL("ARCTIC_REUSEPORT_JOIN", reuseport_join, "0",
+		 "share LISTEN with SO_REUSEPORT listeners already on it (a restart: start the new, then stop the old); 0 = a port in use stops the start"),
 	ENV_U32("ARCTIC_BUF_SIZE", buf_size, 1024, 4194304, "65536",
 		"bytes per relay buffer"),
 	ENV_POW2("ARCTIC_BUF_COUNT", buf_count, 8, 32768, "256",

@@ -174,6 +174,16 @@ static void raise_nofile(struct config *cfg, size_t nworkers)
 static int bind_listeners(struct config *cfg, int *fds, size_t n)
 {
 	char err[300];
+	/* The listeners have SO_REUSEPORT, so they would join the group of
+	 * any other process of this user with such listeners on the port (a
+	 * second instance, nginx with reuseport) and take part of its
+	 * clients, silently. A port in use stops the start instead, unless
+	 * joining is asked for. Port 0 never lands on a port in use. */
+	if (net_port(&cfg->listen) != 0 && !cfg->reuseport_join &&
+	    net_port_free(&cfg->listen, err, sizeof(err))) {
+		arc_log("%s", err);
+		return -1;
+	}
 	for (size_t i = 0; i < n; i++) {
 		int fd = net_listen(cfg, &cfg->listen, err, sizeof(err));
 		if (fd < 0) {
@@ -469,7 +479,7 @@ int main(int argc, char **argv)
 	if (!plan.is_this_system)
 		arc_log("the plan comes from %s, not this machine: use it with --plan only",
 			plan.source);
-	else if (probe_check(&cfg, err, sizeof(err)))
+	else if ((rc = probe_check(&cfg, err, sizeof(err))))
 		arc_log("%s", err);
 	else
 		rc = serve(&cfg, &plan);

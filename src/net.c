@@ -258,6 +258,34 @@ fail:
 	return rc;
 }
 
+int net_port_free(const struct net_addr *addr, char *err, size_t errlen)
+{
+	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		int e = errno;
+		snprintf(err, errlen, "socket(%s) failed: %s", addr->text,
+			 arc_errname(e));
+		return -e;
+	}
+	/* SO_REUSEADDR as the listeners have it (a port with connections
+	 * in TIME_WAIT is free), and no SO_REUSEPORT */
+	int rc = setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (rc)
+		snprintf(err, errlen, "setsockopt(%s, SO_REUSEADDR) failed: %s",
+			 addr->text, arc_errname(rc));
+	else if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) == -1) {
+		rc = -errno;
+		snprintf(err, errlen, "bind(%s) failed: %s%s", addr->text,
+			 arc_errname(rc),
+			 rc == -EADDRINUSE
+				 ? " (ARCTIC_REUSEPORT_JOIN=1 shares the port with "
+				   "SO_REUSEPORT listeners of the same user)"
+				 : "");
+	}
+	close(fd);
+	return rc;
+}
+
 int net_upstream_opts(const struct config *cfg, int fd, const char **what)
 {
 	int rc = common_opts(cfg, fd, what);

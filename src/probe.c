@@ -126,24 +126,24 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 			 "io_uring_setup() failed: %s (is io_uring disabled in "
 			 "/proc/sys/kernel/io_uring_disabled or by seccomp?)",
 			 arc_errname(p->io_uring_err));
-		return -1;
+		return 1;
+	}
+	/* EINVAL: the kernel does not know the registration, and the rest
+	 * of the ring's features (multishot accept, COOP_TASKRUN) are as new;
+	 * anything else is a refusal (seccomp, an LSM) or a shortage, and
+	 * splice mode needs no registration */
+	if (!p->buf_ring && p->buf_ring_err == -EINVAL) {
+		snprintf(err, errlen,
+			 "this kernel (%s) lacks provided-buffer rings: "
+			 "arctic-proxy needs Linux 5.19 or later", p->kernel);
+		return 1;
 	}
 	if (cfg->io_mode != CFG_IO_SPLICE && !p->buf_ring) {
-		const char *mode = cfg->io_mode == CFG_IO_AUTO ? "auto" : "buffer";
-		/* EINVAL: the kernel does not know the registration; anything
-		 * else is a refusal (seccomp, an LSM) or a shortage to name */
-		if (p->buf_ring_err == -EINVAL)
-			snprintf(err, errlen,
-				 "ARCTIC_IO_MODE: invalid value '%s' (this kernel lacks "
-				 "provided-buffer rings, 5.19+; use ARCTIC_IO_MODE=splice)",
-				 mode);
-		else
-			snprintf(err, errlen,
-				 "ARCTIC_IO_MODE: invalid value '%s' (registering a "
-				 "provided-buffer ring failed: %s; refused by seccomp "
-				 "or an LSM? ARCTIC_IO_MODE=splice does without)",
-				 mode, arc_errname(p->buf_ring_err));
-		return -1;
+		snprintf(err, errlen,
+			 "registering a provided-buffer ring failed: %s (refused "
+			 "by seccomp or an LSM?); ARCTIC_IO_MODE=splice does without",
+			 arc_errname(p->buf_ring_err));
+		return 1;
 	}
 	/* SQPOLL is not probed here: a test ring's SQ thread would linger
 	 * beside the workers'; a worker whose SQPOLL ring cannot be made
@@ -153,7 +153,7 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 			 "ARCTIC_NAPI_US: invalid value '%u' (io_uring NAPI busy "
 			 "polling needs Linux 6.9+; this is %s)", cfg->napi_us,
 			 p->kernel);
-		return -1;
+		return 2;
 	}
 	return 0;
 }

@@ -44,6 +44,7 @@ struct config {
 	uint32_t io_mode; /* enum cfg_io_mode */
 	uint32_t idle_timeout_s;
 	uint32_t defer_accept_s;
+	uint32_t reuseport_join;
 	uint32_t buf_size;
 	uint32_t buf_count;
 	uint32_t inflight;

@@ -40,6 +40,12 @@ void net_set_port(struct net_addr *a, uint16_t port);
 int net_listen(const struct config *cfg, const struct net_addr *addr,
 	       char *err, size_t errlen);
 
+/* 0 if addr's port is free to listen on for a socket without SO_REUSEPORT
+ * (a probe socket is bound and closed), else -errno with "bind(addr)
+ * failed: EADDRINUSE ..." in err: unlike the reuseport listeners, it
+ * cannot join another process's SO_REUSEPORT group on the port. */
+int net_port_free(const struct net_addr *addr, char *err, size_t errlen);
+
 /* Applies per-connection options (NODELAY, KEEPALIVE, buffer sizes, busy
  * poll) to a new upstream socket, and delayed-ACK mode for the connect (the
  * relay decides the handshake ACK once connected). Returns 0 or -errno. */

@@ -30,8 +30,10 @@ const struct probe *probe_get(void);
 /* Writes the feature list (for --version). */
 void probe_print(FILE *f);
 
-/* Checks that every feature cfg asks for explicitly is present. 0, or -1
- * with a one-line reason in err: never a silent fallback. */
+/* Checks that the kernel can run cfg: 0, or the exit status with a
+ * one-line reason in err (never a silent fallback): 1 when the kernel
+ * cannot run the proxy (io_uring unavailable or refused, too old), 2 when
+ * a setting asks for what it lacks. */
 int probe_check(const struct config *cfg, char *err, size_t errlen);
 
 /* Local definitions of what liburing 2.3's headers lack. */

@@ -11,7 +11,7 @@ the proxy is the real binary), must be counted, named and contained:
   (not err_reset), a "relaying failed: EIO" line, the client reset. The same filter with
   ARCTIC_IO_MODE=buffer (no splice) relays normally: the filter breaks nothing else.
 - io_uring refused (as a container's seccomp profile may): io_uring_setup() failing stops
-  the start with exit 2 and a line that names the call and the errno; io_uring_register()
+  the start with exit 1 (a start-up failure) and a line that names the call and the errno; io_uring_register()
   failing (no provided-buffer ring) names the errno, not a kernel too old, and points to
   ARCTIC_IO_MODE=splice, which then starts and relays under the same filter.
 - Every wait for completions fails (io_uring_enter with min_complete 1, ENOMEM), after a
@@ -142,10 +142,10 @@ def refused_start(rules, args):
 def io_uring_refused():
     args = ["127.0.0.1:0", "127.0.0.1:1", *h.pos(upstream_test_timeout_secs=0)]
     rc, _, err = refused_start([("io_uring_setup", {}, "EPERM")], args)
-    h.check(rc == 2 and err.count("\n") == 0 and "io_uring_setup() failed: EPERM" in err,
+    h.check(rc == 1 and err.count("\n") == 0 and "io_uring_setup() failed: EPERM" in err,
             f"io_uring_setup refused: exit {rc}, stderr {err!r}")
     rc, _, err = refused_start([("io_uring_register", {}, "EPERM")], args)
-    h.check(rc == 2 and err.count("\n") == 0 and
+    h.check(rc == 1 and err.count("\n") == 0 and
             "registering a provided-buffer ring failed: EPERM" in err and
             "ARCTIC_IO_MODE=splice" in err and "lacks" not in err,
             f"io_uring_register refused: exit {rc}, stderr {err!r}")
