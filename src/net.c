@@ -209,8 +209,8 @@ static int common_opts(const struct config *cfg, int fd, const char **what)
 	return 0;
 }
 
-int net_listen(const struct config *cfg, const struct net_addr *addr,
-	       char *err, size_t errlen)
+/* A TCP socket for addr's family, or -errno with the reason in err. */
+static int stream_socket(const struct net_addr *addr, char *err, size_t errlen)
 {
 	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
@@ -219,6 +219,15 @@ int net_listen(const struct config *cfg, const struct net_addr *addr,
 			 arc_errname(e));
 		return -e;
 	}
+	return fd;
+}
+
+int net_listen(const struct config *cfg, const struct net_addr *addr,
+	       char *err, size_t errlen)
+{
+	int fd = stream_socket(addr, err, errlen);
+	if (fd < 0)
+		return fd;
 	const char *what = "SO_REUSEADDR";
 	int rc = setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
 	if (!rc) {
@@ -260,13 +269,9 @@ fail:
 
 int net_port_free(const struct net_addr *addr, char *err, size_t errlen)
 {
-	int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		int e = errno;
-		snprintf(err, errlen, "socket(%s) failed: %s", addr->text,
-			 arc_errname(e));
-		return -e;
-	}
+	int fd = stream_socket(addr, err, errlen);
+	if (fd < 0)
+		return fd;
 	/* SO_REUSEADDR as the listeners have it (a port with connections
 	 * in TIME_WAIT is free), and no SO_REUSEPORT */
 	int rc = setopt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
