@@ -139,10 +139,12 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 		return 1;
 	}
 	if (cfg->io_mode != CFG_IO_SPLICE && !p->buf_ring) {
+		bool refused = p->buf_ring_err == -EPERM || p->buf_ring_err == -EACCES;
 		snprintf(err, errlen,
-			 "registering a provided-buffer ring failed: %s (refused "
-			 "by seccomp or an LSM?); ARCTIC_IO_MODE=splice does without",
-			 arc_errname(p->buf_ring_err));
+			 "registering a provided-buffer ring failed: %s%s; "
+			 "ARCTIC_IO_MODE=splice does without",
+			 arc_errname(p->buf_ring_err),
+			 refused ? " (refused by seccomp or an LSM?)" : "");
 		return 1;
 	}
 	/* SQPOLL is not probed here: a test ring's SQ thread would linger
