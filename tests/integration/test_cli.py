@@ -5,12 +5,16 @@ anything is bound (LISTEN is a port this test holds: binding it would fail with
 EADDRINUSE, exit 1). Also: too many arguments / unknown option (one `arctic-proxy: ` line,
 exit 2), unknown ARCTIC_* variable with a suggestion, bad ARCTIC_* values, -h/--help (usage
 and every ARCTIC_* variable on stdout, exit 0), --version (exit 0), --plan (exit 0 without
-binding) and --plan --json (one JSON document). All problems are
+binding) and --plan --json (one JSON document); README's variable tables list exactly the
+ARCTIC_* variables of --help. All problems are
 collected and reported together."""
 import json
+import os
 import re
 import socket
 import harness as h
+
+SRC = os.environ.get("ARCTIC_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 NUMERIC_BAD = ["abc", "-5", "99999999999"]
 ADDR_BAD = ["127.0.0.1:99999", "127.0.0.1:abc", "127.0.0.1", "127.0.0.1:", "[::1", "[::1]", ""]
@@ -97,6 +101,15 @@ def main():
             problems.append(f"{opt}: stdout has no usage text: {out[:200]!r}")
         if missing:
             problems.append(f"{opt}: stdout does not document {missing}")
+    # README's tables name exactly the variables --help lists (no knob undocumented, none
+    # documented that is gone)
+    n_cases += 1
+    helped = set(re.findall(r"^\s+(ARCTIC_[A-Z0-9_]+)\s", out, re.M))
+    with open(os.path.join(SRC, "README.md"), encoding="utf-8") as f:
+        readme = set(re.findall(r"^\| `(ARCTIC_[A-Z0-9_]+)` \|", f.read(), re.M))
+    if not helped or helped != readme:
+        problems.append(f"--help and README's variable tables differ: only in --help "
+                        f"{sorted(helped - readme)}, only in README {sorted(readme - helped)}")
     n_cases += 1
     rc, out, err = h.run_proxy_once(["--version"])
     first = out.splitlines()[0] if out.splitlines() else ""
