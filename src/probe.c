@@ -141,7 +141,7 @@ int probe_check(const struct config *cfg, char *err, size_t errlen)
 	if (cfg->io_mode != CFG_IO_SPLICE && !p->buf_ring) {
 		bool refused = p->buf_ring_err == -EPERM || p->buf_ring_err == -EACCES;
 		snprintf(err, errlen,
-			 "registering a provided-buffer ring failed: %s%s; "
+			 "io_uring_register(IORING_REGISTER_PBUF_RING) failed: %s%s; "
 			 "ARCTIC_IO_MODE=splice does without",
 			 arc_errname(p->buf_ring_err),
 			 refused ? " (refused by seccomp or an LSM?)" : "");

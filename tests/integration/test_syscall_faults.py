@@ -146,7 +146,7 @@ def io_uring_refused():
             f"io_uring_setup refused: exit {rc}, stderr {err!r}")
     rc, _, err = refused_start([("io_uring_register", {}, "EPERM")], args)
     h.check(rc == 1 and err.count("\n") == 0 and
-            "registering a provided-buffer ring failed: EPERM" in err and
+            "io_uring_register(IORING_REGISTER_PBUF_RING) failed: EPERM" in err and
             "ARCTIC_IO_MODE=splice" in err and "lacks" not in err,
             f"io_uring_register refused: exit {rc}, stderr {err!r}")
     _, out, _ = refused_start([("io_uring_register", {}, "EPERM")], ["--version"])
