@@ -45,6 +45,14 @@ void worker_log(struct worker *w, unsigned kind, const char *fmt, ...)
 	arc_log("%s", line);
 }
 
+/* A ring call that keeps failing (the kernel short of memory, a policy
+ * refusing it) is retried after this pause, not in a spin. */
+static void ring_backoff(void)
+{
+	struct timespec ms = {0, 1000000};
+	nanosleep(&ms, NULL);
+}
+
 void worker_sq_room(struct worker *w, unsigned n)
 {
 	for (unsigned tries = 0; io_uring_sq_space_left(&w->ring) < n; tries++) {
@@ -69,10 +77,8 @@ void worker_sq_room(struct worker *w, unsigned n)
 		/* the kernel short of memory (EAGAIN) or another failure that
 		 * persists: wait for it rather than spin (or give up an SQE
 		 * the caller cannot do without) */
-		if (rc < 0 && rc != -EINTR && tries >= 64) {
-			struct timespec ms = {0, 1000000};
-			nanosleep(&ms, NULL);
-		}
+		if (rc < 0 && rc != -EINTR && tries >= 64)
+			ring_backoff();
 	}
 }
 
@@ -355,8 +361,7 @@ static void ring_stalled(struct worker *w, int rc, unsigned reaped)
 {
 	if (rc >= 0 || rc == -EINTR || rc == -ETIME || reaped)
 		return;
-	struct timespec ms = {0, 1000000};
-	nanosleep(&ms, NULL);
+	ring_backoff();
 	if (atomic_load_explicit(&w->drain_req, memory_order_relaxed))
 		begin_drain(w);
 	drain_deadline(w);
