@@ -578,6 +578,12 @@ class Proxy:
                     return None
                 self._cond.wait(min(left, 0.2))
 
+    def json_total(self):
+        """The "total" object of the last ARCTIC_STATS_FORMAT=json line, None before one."""
+        with self._cond:
+            lines = [l for l in self.stdout_lines if l.startswith("{")]
+        return json.loads(lines[-1])["total"] if lines else None
+
     def stats_list(self, after=None):
         """[(monotonic time, Stats)] of every stats line (optionally only after a time)."""
         out = []
@@ -814,7 +820,7 @@ def check_all_admitted(p, server, cap, limit):
     ARCTIC_STATS_FORMAT=json. Returns (last stats total, descriptors held)."""
     server.wait_accepted(cap, timeout=20)
     time.sleep(0.5)
-    tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+    tot = p.json_total()
     fds = len(p.fd_list())
     check(tot["err_accept"] == 0 and tot["err_other"] == 0,
           f"descriptor errors within max_connections ({cap}): err_accept="

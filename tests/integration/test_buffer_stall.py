@@ -13,7 +13,6 @@ that. Once more with buffers that are not a whole number of pages (2049 bytes, 3
 direction) and a pipe just big enough for them (6147 bytes, two pages): the held bytes must
 still fit. A moved download that has caught up (its client reads again and the pipe runs
 empty) goes back to buffers and gives its pipe back."""
-import json
 import socket
 import time
 import harness as h
@@ -97,7 +96,7 @@ def main():
                     f"caught-up downloads kept their pipes")
         h.roundtrip(v, b"ping", timeout=5, what="V's last ping")
         time.sleep(0.5)
-        tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+        tot = p.json_total()
         h.check(tot["errors"] == 0, f"{mode}: the proxy counted {tot['errors']} errors")
         h.check(tot["moved_to_pipe"] >= 1, f"{mode}: no direction was moved to a pipe")
         h.log(f"{mode}: V echoed while {hogs_n} stalled downloads held the pool; each download "

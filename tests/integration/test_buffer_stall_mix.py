@@ -6,7 +6,6 @@ Directions get moved while a send is partly done, while a recv is in flight, aft
 EOF, while the other direction waits for a buffer. Every byte of every stream must arrive in
 order, each connection must end with a clean EOF both ways, the proxy must count moves and no
 error. Seeded, so a failure repeats. In buffer mode and in auto mode held on buffers."""
-import json
 import random
 import socket
 import threading
@@ -92,7 +91,7 @@ def main():
         h.check(not any(t.is_alive() for t in threads), f"{mode}: a connection hung")
         h.check(not problems, f"{mode}: {len(problems)} streams went wrong: {problems[:5]}")
         time.sleep(0.5)
-        tot = json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
+        tot = p.json_total()
         h.check(tot["errors"] == 0, f"{mode}: the proxy counted {tot['errors']} errors")
         h.check(tot["active"] == 0, f"{mode}: {tot['active']} connections still open")
         h.check(tot["moved_to_pipe"] > 0, f"{mode}: no direction was moved to a pipe")

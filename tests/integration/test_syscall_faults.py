@@ -18,7 +18,6 @@ the proxy is the real binary), must be counted, named and contained:
   start whose own submissions went through: the worker must not spin (it pauses between
   tries), the failures are counted and logged once a second, and SIGTERM still ends the
   proxy with exit 0 (the drain request cannot arrive through the ring)."""
-import json
 import socket
 import time
 import harness as h
@@ -26,19 +25,14 @@ import harness as h
 IPPROTO_TCP, TCP_QUICKACK = 6, 12
 
 
-def json_total(p):
-    lines = [l for l in p.stdout_lines if l.startswith("{")]
-    return json.loads(lines[-1])["total"] if lines else None
-
-
 def wait_total(p, pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tot = json_total(p)
+        tot = p.json_total()
         if tot and pred(tot):
             return tot
         time.sleep(0.05)
-    h.fail(f"{what}: not seen within {timeout} s; last stats {json_total(p)}")
+    h.fail(f"{what}: not seen within {timeout} s; last stats {p.json_total()}")
 
 
 def start(echo, rules, env):

@@ -185,10 +185,6 @@ def cpu_share(p, seconds=1.5):
     return (h.cpu_seconds(p.pid) - c0) / (h.time.monotonic() - t0)
 
 
-def last_totals(p):
-    return json.loads([l for l in p.stdout_lines if l.startswith("{")][-1])["total"]
-
-
 def start_json(echo, env):
     return h.start_proxy("127.0.0.1:0", echo.addr_str, *h.pos(),
                          env=dict(env, ARCTIC_STATS_FORMAT="json", ARCTIC_STATS_INTERVAL_MS="200"))
@@ -199,7 +195,7 @@ def test_busy_loop(echo):
     p = start_json(echo, {"ARCTIC_POLL": "busy", "ARCTIC_POLL_IDLE_US": "0", "ARCTIC_WORKERS": "1"})
     echo_ok(p, "busy-loop echo")
     spin = cpu_share(p)
-    tot = last_totals(p)
+    tot = p.json_total()
     h.check(tot["busy_spins"] > 1000, f"busy loop: only {tot['busy_spins']} spins")
     # a spinning worker takes what the (shared, maybe loaded) machine gives it; a
     # sleeping one takes ~0. The idle-limit runs below are held to < 0.1.
@@ -212,7 +208,7 @@ def test_busy_loop(echo):
     h.time.sleep(1.0)
     idle = cpu_share(p)
     h.check(idle < 0.1, f"ARCTIC_POLL=busy, POLL_IDLE_US=100000: idle proxy used {idle:.2f} CPU")
-    h.check(last_totals(p)["idle_fallbacks"] >= 1, "no idle fallback counted")
+    h.check(p.json_total()["idle_fallbacks"] >= 1, "no idle fallback counted")
     echo_ok(p, "busy-loop echo after falling back")
     p.stop()
     h.log(f"busy loop: {spin:.2f} CPU spinning, {idle:.3f} CPU after the idle limit")
@@ -223,7 +219,7 @@ def test_busy_loop(echo):
         echo_ok(p, "hybrid echo")
     h.time.sleep(0.5)
     hyb = cpu_share(p)
-    tot = last_totals(p)
+    tot = p.json_total()
     h.check(tot["busy_spins"] > 0 and tot["idle_fallbacks"] > 0,
             f"default (hybrid) loop neither spun nor fell back: {tot}")
     h.check(hyb < 0.1, f"default (hybrid) poll: idle proxy used {hyb:.2f} CPU")
@@ -237,7 +233,7 @@ def paced_exchanges(p, secs, gap):
     s = p.connect()
     h.roundtrip(s, b"warm", what="paced echo warm-up")
     h.time.sleep(0.5)  # a stats line after the warm-up
-    before = last_totals(p)["idle_fallbacks"]
+    before = p.json_total()["idle_fallbacks"]
     n, end = 0, h.time.monotonic() + secs
     while h.time.monotonic() < end:
         h.roundtrip(s, b"x" * 64, what=f"paced echo {n}")
@@ -245,7 +241,7 @@ def paced_exchanges(p, secs, gap):
         h.time.sleep(gap)
     s.close()
     h.time.sleep(0.5)
-    return n, last_totals(p)["idle_fallbacks"] - before
+    return n, p.json_total()["idle_fallbacks"] - before
 
 
 def test_hybrid_adapts(echo):
